@@ -1,0 +1,98 @@
+# rawload: the two commands a user needs are `make` and `make test`.
+#
+#   make            build the static ./rawload (needs only cargo: the eBPF objects
+#                   are committed in prebuilt/ and embedded into the binary)
+#   make test       lint, prove prebuilt/ matches bpf-src/, unit + kernel tests
+#   make bpf        rebuild prebuilt/ and the test fixtures with clang-14
+#
+# Everything that needs root or a kernel runs as root on the real kernel.
+
+SHELL       := /bin/bash
+TARGET      := x86_64-unknown-linux-gnu
+CARGO       ?= cargo
+STATIC_BIN  := target/$(TARGET)/release/rawload
+CLANG       ?= clang-14
+LLVM_STRIP  ?= llvm-strip-14
+# -mcpu=v2: no ALU32/JMP32 or atomics that 5.x kernels lack. -g produces .BTF
+# (needed for the .maps section); the DWARF is stripped afterwards so that the
+# bytes do not depend on the checkout's path and `make check-prebuilt` can
+# compare them.
+BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v2 -Wall -Werror \
+               -I/usr/include/$(shell uname -m)-linux-gnu -fdebug-prefix-map=$(CURDIR)=.
+# Where `make bpf` writes; check-prebuilt points it at a scratch directory.
+BPF_OUT     ?= .
+BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
+               tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o
+
+APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev
+
+.PHONY: all rawload test lint unit integration bpf check-prebuilt test-deps clean
+
+all: rawload
+
+# A fully static, self-contained binary. --target must be explicit with
+# crt-static so the flag does not reach build scripts and proc-macros.
+rawload:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
+	cp $(STATIC_BIN) ./rawload
+	@echo "built ./rawload ($$(stat -c %s ./rawload) bytes); next: sudo ./rawload attach"
+
+# --- eBPF objects ---------------------------------------------------------
+
+bpf: $(addprefix $(BPF_OUT)/,$(BPF_OBJECTS))
+
+$(BPF_OUT)/prebuilt/rawload.bpf.o: bpf-src/rawload.bpf.c bpf-src/helpers.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+$(BPF_OUT)/prebuilt/rawload-debug.bpf.o: bpf-src/rawload.bpf.c bpf-src/helpers.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -DRAWLOAD_DEBUG -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+$(BPF_OUT)/tests/fixtures/seed_legacy.o: tests/fixtures/seed_legacy.c
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+$(BPF_OUT)/tests/fixtures/verifier_reject.o: tests/fixtures/verifier_reject.c bpf-src/helpers.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+# Rebuild every object into a scratch directory and compare byte for byte:
+# the committed objects are exactly what the committed sources produce.
+check-prebuilt: test-deps
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(MAKE) --no-print-directory -s -B bpf BPF_OUT="$$tmp" >/dev/null && \
+	for o in $(BPF_OBJECTS); do \
+		cmp "$$o" "$$tmp/$$o" || { echo "$$o is not what its source builds: run 'make bpf' and commit the result"; exit 1; }; \
+	done && echo "check-prebuilt: $(words $(BPF_OBJECTS)) objects match their sources"
+
+# --- tests ----------------------------------------------------------------
+
+# Debian packages the tests use: bpftool to cross-check what rawload reports,
+# clang-14 to prove prebuilt/ matches bpf-src/. Installed only when missing.
+test-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Kernel tests attach real programs; they must run as root and one at a time
+# (they share the machine's loopback counters).
+test: test-deps lint check-prebuilt
+	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
+	$(CARGO) test --locked -- --test-threads=1
+
+clean:
+	$(CARGO) clean
+	rm -f ./rawload

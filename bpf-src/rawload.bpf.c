@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rawload's two eBPF programs.
+ *
+ *   sock_ops (cgroup v2, BPF_CGROUP_SOCK_OPS)
+ *       When a TCP connection of a process in the cgroup becomes established,
+ *       and both ends live on this host, put the socket into `rawload_socks`,
+ *       a SOCKHASH keyed by the connection as seen from that socket.
+ *
+ *   sk_msg (attached to rawload_socks, BPF_SK_MSG_VERDICT)
+ *       Runs on every sendmsg() of a socket in the map. Looks up the peer
+ *       socket (the same key with the two ends swapped) and, if it is there,
+ *       redirects the bytes straight into the peer's receive queue
+ *       (BPF_F_INGRESS). Always returns SK_PASS: a miss falls back to TCP.
+ *
+ * Build: clang-14 -O2 -g -target bpf -mcpu=v2 (see the Makefile). -mcpu=v2
+ * keeps the instruction set loadable on old 5.x kernels; RAWLOAD_DEBUG
+ * builds the variant that prints trace lines (`rawload attach --debug`).
+ */
+#include "helpers.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+char LICENSE[] SEC("license") = "GPL";
+
+/*
+ * Configuration the loader writes into .rodata before loading. Because the
+ * loader freezes .rodata and the map is BPF_F_RDONLY_PROG, the verifier sees
+ * these as constants and drops the branches they switch off: a kernel
+ * without bpf_get_netns_cookie never even checks the call below.
+ */
+const volatile __u32 cfg_netns_cookie = 0; /* 1: key includes the netns cookie */
+const volatile __u32 cfg_port_policy = 0;  /* 1: only ports in rawload_ports */
+
+/*
+ * The key of one socket: the connection seen from that socket. Addresses are
+ * always in IPv6 form, with IPv4 as ::ffff:a.b.c.d, so that a dual-stack
+ * (AF_INET6) server socket holding a v4-mapped address and its AF_INET
+ * client build matching keys. Ports are in host order. All fields are
+ * filled, padding-free, 48 bytes.
+ */
+struct sock_key {
+	__u64 netns;          /* netns cookie, 0 when cfg_netns_cookie is off */
+	__u32 local_ip[4];    /* network byte order */
+	__u32 remote_ip[4];   /* network byte order */
+	__u32 local_port;     /* host byte order */
+	__u32 remote_port;    /* host byte order */
+};
+
+/* Per-CPU counters; user space sums the CPUs (`rawload status`). The order
+ * of the fields is the order of COUNTER_NAMES in loader/status.rs. */
+struct counters {
+	__u64 sockets_inserted;
+	__u64 insert_exists;       /* -EEXIST: key already present */
+	__u64 insert_full;         /* -E2BIG: the SOCKHASH is full */
+	__u64 insert_busy;         /* -EBUSY: socket already used by another sockmap user */
+	__u64 insert_other;        /* any other error */
+	__u64 skipped_remote;      /* the peer is not on this host */
+	__u64 skipped_port;        /* neither port is in the --ports policy */
+	__u64 skipped_sent;        /* payload already left through TCP (fast open) */
+	__u64 msgs_redirected;
+	__u64 bytes_redirected;
+	__u64 msgs_missed;         /* peer not in the map: sent through TCP */
+	__u64 bytes_missed;
+	__u64 msgs_tcp_only;       /* a socket that missed once stays on TCP */
+	__u64 bytes_tcp_only;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, __u64); /* 8 bytes: a lookup from user space returns the socket cookie */
+} rawload_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} rawload_stats SEC(".maps");
+
+/* This host's own addresses (IPv6 form), filled by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32[4]);
+	__type(value, __u8);
+} rawload_addrs SEC(".maps");
+
+/* The --ports allow list as a bitmap: bit p set = port p accelerated. */
+struct port_bitmap {
+	__u64 bits[1024];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct port_bitmap);
+} rawload_ports SEC(".maps");
+
+/*
+ * Sockets whose bytes once went through TCP because the peer was not in the
+ * map yet (the client may send before the server's accepted socket reaches
+ * PASSIVE_ESTABLISHED). Such a socket must never start redirecting: the
+ * reader drains redirected data before its TCP receive queue, so later
+ * redirected bytes could overtake earlier TCP bytes. The entry is removed
+ * when a new socket with the same key is inserted; LRU bounds the memory.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, __u8);
+} rawload_tcponly SEC(".maps");
+
+#ifdef RAWLOAD_DEBUG
+#define trace(fmt, ...)                                                       \
+	({                                                                    \
+		static const char ____fmt[] = "rawload: " fmt;                \
+		bpf_trace_printk(____fmt, sizeof(____fmt), ##__VA_ARGS__);    \
+	})
+#else
+#define trace(fmt, ...) ((void)0)
+#endif
+
+static __always_inline struct counters *stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rawload_stats, &zero);
+}
+
+#define COUNT(c, field, n) \
+	do { if (c) __sync_fetch_and_add(&(c)->field, (n)); } while (0)
+
+static __always_inline void ip4_to_key(__u32 ip[4], __u32 ip4)
+{
+	ip[0] = 0;
+	ip[1] = 0;
+	ip[2] = bpf_htonl(0xffff);
+	ip[3] = ip4;
+}
+
+static __always_inline int is_loopback(const __u32 ip[4])
+{
+	if (ip[0] != 0 || ip[1] != 0)
+		return 0;
+	if (ip[2] == 0 && ip[3] == bpf_htonl(1)) /* ::1 */
+		return 1;
+	return ip[2] == bpf_htonl(0xffff) && /* ::ffff:127.0.0.0/8 */
+	       (ip[3] & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000);
+}
+
+/* Kept out of line on purpose: a bpf-to-bpf call (R_BPF_64_32 into .text)
+ * whose callee uses a map, which the loader links into the program. */
+static __attribute__((noinline)) int is_same_host(const __u32 ip[4])
+{
+	return is_loopback(ip) || bpf_map_lookup_elem(&rawload_addrs, ip) != 0;
+}
+
+static __attribute__((noinline)) int port_allowed(__u32 port)
+{
+	__u32 zero = 0;
+	struct port_bitmap *ports = bpf_map_lookup_elem(&rawload_ports, &zero);
+
+	if (!ports)
+		return 0;
+	return (ports->bits[(port >> 6) & 1023] >> (port & 63)) & 1;
+}
+
+SEC("sockops")
+int rawload_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+	struct sock_key key = {};
+	struct counters *c;
+	long err;
+
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+
+	if (skops->family == AF_INET) {
+		ip4_to_key(key.local_ip, skops->local_ip4);
+		ip4_to_key(key.remote_ip, skops->remote_ip4);
+	} else if (skops->family == AF_INET6) {
+		key.local_ip[0] = skops->local_ip6[0];
+		key.local_ip[1] = skops->local_ip6[1];
+		key.local_ip[2] = skops->local_ip6[2];
+		key.local_ip[3] = skops->local_ip6[3];
+		key.remote_ip[0] = skops->remote_ip6[0];
+		key.remote_ip[1] = skops->remote_ip6[1];
+		key.remote_ip[2] = skops->remote_ip6[2];
+		key.remote_ip[3] = skops->remote_ip6[3];
+	} else {
+		return 1;
+	}
+	key.local_port = READ_U32(skops->local_port) & 0xffff;
+	key.remote_port = bpf_ntohl(READ_U32(skops->remote_port)) & 0xffff;
+	if (cfg_netns_cookie)
+		key.netns = bpf_get_netns_cookie(skops);
+
+	c = stats();
+	/* Same host: the peer is a loopback address or one of ours. */
+	if (!is_same_host(key.remote_ip)) {
+		COUNT(c, skipped_remote, 1);
+		return 1;
+	}
+	if (cfg_port_policy && !port_allowed(key.local_port) &&
+	    !port_allowed(key.remote_port)) {
+		COUNT(c, skipped_port, 1);
+		return 1;
+	}
+	/* With TCP fast open, payload can leave before ESTABLISHED; such a
+	 * stream must stay on TCP from its first byte to its last. */
+	if (skops->data_segs_out) {
+		COUNT(c, skipped_sent, 1);
+		return 1;
+	}
+
+	/* A new connection reusing the key of an old one starts clean. */
+	bpf_map_delete_elem(&rawload_tcponly, &key);
+
+	err = bpf_sock_hash_update(skops, &rawload_socks, &key, BPF_NOEXIST);
+	if (err == 0)
+		COUNT(c, sockets_inserted, 1);
+	else if (err == -17)  /* EEXIST */
+		COUNT(c, insert_exists, 1);
+	else if (err == -7)   /* E2BIG */
+		COUNT(c, insert_full, 1);
+	else if (err == -16)  /* EBUSY */
+		COUNT(c, insert_busy, 1);
+	else
+		COUNT(c, insert_other, 1);
+	trace("insert %d->%d err=%d\n", key.local_port, key.remote_port, err);
+	return 1;
+}
+
+SEC("sk_msg")
+int rawload_sk_msg(struct sk_msg_md *msg)
+{
+	struct sock_key own = {}, peer = {};
+	struct counters *c = stats();
+	__u64 size = msg->size;
+	__u8 one = 1;
+
+	if (msg->family == AF_INET) {
+		ip4_to_key(own.local_ip, msg->local_ip4);
+		ip4_to_key(own.remote_ip, msg->remote_ip4);
+	} else if (msg->family == AF_INET6) {
+		own.local_ip[0] = msg->local_ip6[0];
+		own.local_ip[1] = msg->local_ip6[1];
+		own.local_ip[2] = msg->local_ip6[2];
+		own.local_ip[3] = msg->local_ip6[3];
+		own.remote_ip[0] = msg->remote_ip6[0];
+		own.remote_ip[1] = msg->remote_ip6[1];
+		own.remote_ip[2] = msg->remote_ip6[2];
+		own.remote_ip[3] = msg->remote_ip6[3];
+	} else {
+		return SK_PASS;
+	}
+	own.local_port = READ_U32(msg->local_port) & 0xffff;
+	own.remote_port = bpf_ntohl(READ_U32(msg->remote_port)) & 0xffff;
+	if (cfg_netns_cookie)
+		own.netns = bpf_get_netns_cookie(msg);
+
+	if (bpf_map_lookup_elem(&rawload_tcponly, &own)) {
+		COUNT(c, msgs_tcp_only, 1);
+		COUNT(c, bytes_tcp_only, size);
+		return SK_PASS;
+	}
+
+	peer.netns = own.netns;
+	peer.local_ip[0] = own.remote_ip[0];
+	peer.local_ip[1] = own.remote_ip[1];
+	peer.local_ip[2] = own.remote_ip[2];
+	peer.local_ip[3] = own.remote_ip[3];
+	peer.remote_ip[0] = own.local_ip[0];
+	peer.remote_ip[1] = own.local_ip[1];
+	peer.remote_ip[2] = own.local_ip[2];
+	peer.remote_ip[3] = own.local_ip[3];
+	peer.local_port = own.remote_port;
+	peer.remote_port = own.local_port;
+
+	if (bpf_msg_redirect_hash(msg, &rawload_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
+		COUNT(c, msgs_redirected, 1);
+		COUNT(c, bytes_redirected, size);
+		trace("redirect %d->%d len=%d\n", own.local_port, own.remote_port, size);
+		return SK_PASS;
+	}
+
+	/* The peer is not (yet) in the map: these bytes go through TCP, and
+	 * so must every later byte of this socket. */
+	bpf_map_update_elem(&rawload_tcponly, &own, &one, BPF_ANY);
+	COUNT(c, msgs_missed, 1);
+	COUNT(c, bytes_missed, size);
+	trace("miss %d->%d len=%d\n", own.local_port, own.remote_port, size);
+	return SK_PASS;
+}

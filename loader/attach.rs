@@ -1,0 +1,171 @@
+//! Attach points: the cgroup (for sock_ops) and the SOCKHASH (for sk_msg).
+//!
+//! Both use `BPF_PROG_ATTACH`, which exists on every kernel rawload targets.
+//! The attachment is owned by its target, not by a file descriptor: it
+//! outlives this process, which is why `rawload detach` can undo it later.
+//!
+//! - sock_ops goes on a cgroup v2 directory with `BPF_F_ALLOW_MULTI`, so it
+//!   runs next to any program already there. Flags 0 would mean "exclusive":
+//!   it would silently replace another tool's sock_ops program.
+//! - sk_msg goes on the SOCKHASH. A socket copies the map's programs when it
+//!   is inserted, so this attach must happen before sock_ops starts
+//!   inserting sockets.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+
+use crate::sys::{self, attach_type};
+
+/// An open cgroup v2 directory.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// The cgroup id (the directory's inode number on cgroup2), which tells
+    /// whether a path still names the cgroup we attached to.
+    pub id: u64,
+    fd: OwnedFd,
+}
+
+impl AsFd for Cgroup {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The cgroup2 mount point: `/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones, else wherever mountinfo says.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let candidates = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+    if let Some(p) = candidates
+        .iter()
+        .find(|p| statfs(Path::new(p)).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
+    {
+        return Some(PathBuf::from(p));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // "... <mount point> <options> ... - <fstype> <source> <super options>"
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The default `--cgroup`: the root of the cgroup2 hierarchy (every process).
+pub fn default_cgroup() -> Result<PathBuf> {
+    cgroup2_mount().context(
+        "no cgroup v2 hierarchy is mounted; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified",
+    )
+}
+
+impl Cgroup {
+    /// Opens `path` and checks that it is a cgroup v2 directory.
+    pub fn open(path: &Path) -> Result<Cgroup> {
+        let fs = statfs(path).map_err(|e| match e {
+            Errno::ENOENT => anyhow::anyhow!("cgroup path {} does not exist", path.display()),
+            e => anyhow::anyhow!(
+                "cannot inspect cgroup path {}: {}",
+                path.display(),
+                e.desc()
+            ),
+        })?;
+        let hint = || {
+            cgroup2_mount().map_or(String::new(), |m| {
+                format!(" (cgroup v2 is mounted at {})", m.display())
+            })
+        };
+        if fs.filesystem_type() == CGROUP_SUPER_MAGIC {
+            bail!(
+                "{} is a cgroup v1 hierarchy; sock_ops programs attach to cgroup v2 only{}",
+                path.display(),
+                hint()
+            );
+        }
+        if fs.filesystem_type() != CGROUP2_SUPER_MAGIC {
+            bail!("{} is not a cgroup directory{}", path.display(), hint());
+        }
+        let file =
+            File::open(path).with_context(|| format!("opening cgroup {}", path.display()))?;
+        let meta = file.metadata()?;
+        if !meta.is_dir() {
+            bail!(
+                "{} is a file inside a cgroup, not a cgroup directory",
+                path.display()
+            );
+        }
+        Ok(Cgroup {
+            path: path.to_path_buf(),
+            id: meta.ino(),
+            fd: file.into(),
+        })
+    }
+
+    /// The programs attached here for sock_ops and the attach mode.
+    pub fn sock_ops_programs(&self) -> Result<(u32, Vec<u32>)> {
+        sys::prog_query(self.as_fd(), attach_type::CGROUP_SOCK_OPS)
+            .with_context(|| format!("listing sock_ops programs of {}", self.path.display()))
+    }
+
+    /// `BPF_PROG_ATTACH` sock_ops with `BPF_F_ALLOW_MULTI`.
+    pub fn attach_sock_ops(&self, prog: BorrowedFd<'_>) -> Result<()> {
+        sys::prog_attach(
+            self.as_fd(),
+            prog,
+            attach_type::CGROUP_SOCK_OPS,
+            attach_type::BPF_F_ALLOW_MULTI,
+        )
+        .map_err(|e| match e.errno {
+            Errno::EPERM => anyhow::anyhow!(
+                "{e}: {} (or a parent) holds a sock_ops program attached without BPF_F_ALLOW_MULTI, \
+                 which forbids sharing; rawload will not replace it (see `bpftool cgroup show {}`)",
+                self.path.display(),
+                self.path.display()
+            ),
+            Errno::E2BIG => anyhow::anyhow!("{e}: {} already has 64 sock_ops programs", self.path.display()),
+            _ => anyhow::anyhow!("{e}: attaching sock_ops to {}", self.path.display()),
+        })
+    }
+
+    /// `BPF_PROG_DETACH` of exactly this program. `Ok(false)` if it was
+    /// not attached.
+    pub fn detach_sock_ops(&self, prog: BorrowedFd<'_>) -> Result<bool> {
+        match sys::prog_detach(self.as_fd(), prog, attach_type::CGROUP_SOCK_OPS) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno == Errno::ENOENT => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("detaching sock_ops from {}", self.path.display()))
+            }
+        }
+    }
+}
+
+/// `BPF_PROG_ATTACH` the sk_msg verdict program to a SOCKHASH/SOCKMAP.
+pub fn attach_sk_msg(map: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
+    sys::prog_attach(map, prog, attach_type::SK_MSG_VERDICT, 0)
+        .context("attaching sk_msg to the socket map")
+}
+
+/// `BPF_PROG_DETACH` sk_msg from the map. Sockets already in the map keep
+/// the program they copied (they are not cut off mid-stream); new sockets get
+/// none. `Ok(false)` if it was not attached.
+pub fn detach_sk_msg(map: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<bool> {
+    match sys::prog_detach(map, prog, attach_type::SK_MSG_VERDICT) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.errno, Errno::ENOENT | Errno::EINVAL) => Ok(false),
+        Err(e) => Err(e).context("detaching sk_msg from the socket map"),
+    }
+}
+
+/// The sk_msg programs attached to a socket map, where the kernel can say
+/// (`BPF_PROG_QUERY` on sockmaps arrived in 5.19). `None` when it cannot.
+pub fn sk_msg_programs(map: BorrowedFd<'_>) -> Option<Vec<u32>> {
+    sys::prog_query(map, attach_type::SK_MSG_VERDICT)
+        .ok()
+        .map(|(_, ids)| ids)
+}

@@ -1,0 +1,372 @@
+//! The command line: parse arguments, call the library, print results.
+//!
+//! Errors end here: one line on stderr (`rawload: error: ...`), plus the
+//! verifier log when the kernel gave one, and a non-zero exit code.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::attach;
+use crate::json::Json;
+use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, ObjectSource};
+use crate::pin::DEFAULT_PIN_DIR;
+use crate::policy::PortSet;
+use crate::probe::Memlock;
+use crate::programs::VerifierError;
+use crate::status;
+use crate::trace;
+use crate::traffic::{self, PeerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "rawload",
+    version,
+    about = "Redirect same-host TCP through sockmap: a pure-Rust eBPF loader, by hand and in plain sight",
+    after_help = "Typical use: sudo rawload attach; sudo rawload status; sudo rawload detach"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load both programs, attach them and pin them (idempotent)
+    Attach(AttachArgs),
+    /// Detach and unpin exactly what `attach` added
+    Detach(DetachArgs),
+    /// Show what is attached: programs, maps, sockets, counters
+    Status(StatusArgs),
+    /// Stream the trace lines of an `attach --debug` object (until Ctrl-C)
+    Trace(TraceArgs),
+    /// Generate and verify TCP traffic (used by the tests and the kernel matrix)
+    #[command(hide = true, subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Args)]
+struct PinDirArg {
+    /// Directory on bpffs holding rawload's pins
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// cgroup v2 directory whose processes get accelerated [default: the cgroup2 root]
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pin: PinDirArg,
+    /// eBPF object to load instead of the embedded one
+    #[arg(long, value_name = "FILE", conflicts_with = "debug")]
+    object: Option<PathBuf>,
+    /// Only accelerate connections with one of these ports, e.g. 6379,8000-8080
+    #[arg(long, value_name = "LIST")]
+    ports: Option<PortSet>,
+    /// Capacity of the socket map (connections beyond it stay on TCP)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=16_777_216))]
+    max_sockets: Option<u32>,
+    /// Load the debug object, which prints trace lines (see `rawload trace`)
+    #[arg(long)]
+    debug: bool,
+}
+
+#[derive(Args)]
+struct DetachArgs {
+    /// Only detach if the attachment is on this cgroup [default: the recorded one]
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pin: PinDirArg,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    pin: PinDirArg,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// Stop after this many lines
+    #[arg(long, value_name = "N")]
+    lines: Option<u64>,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Accept connections and exchange verified data on each
+    Serve {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[command(flatten)]
+        common: PeerArgs,
+    },
+    /// Open connections and exchange verified data on each
+    Connect {
+        #[arg(long)]
+        to: SocketAddr,
+        #[command(flatten)]
+        common: PeerArgs,
+    },
+}
+
+#[derive(Args)]
+struct PeerArgs {
+    /// Payload per connection and direction (suffixes K, M, G)
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    bytes: u64,
+    /// Bytes per write()
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    chunk: u64,
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Longest a single read/write/accept may block, in seconds
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Join this cgroup before opening sockets
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+}
+
+impl PeerArgs {
+    fn config(&self) -> PeerConfig {
+        PeerConfig {
+            bytes: self.bytes,
+            chunk: self.chunk.clamp(1, 64 << 20) as usize,
+            conns: self.conns.max(1),
+            seed: self.seed,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            cgroup: self.cgroup.clone(),
+        }
+    }
+}
+
+/// "64K", "1M", "2G", "1000": binary multiples.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.trim_end_matches(['B', 'b', 'i']).char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("'{s}' is not a size (like 4096, 64K, 1M, 2G)"))
+}
+
+/// Prints to stdout; a closed pipe (`rawload status | head`) ends quietly.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing to stdout"),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rawload: error: {e:#}");
+            if let Some(v) = e.chain().find_map(|c| c.downcast_ref::<VerifierError>()) {
+                if !v.log.is_empty() {
+                    eprintln!("verifier log for '{}':", v.program);
+                    for line in v.log.lines() {
+                        eprintln!("  {line}");
+                    }
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Attach(a) => attach_cmd(a),
+        Command::Detach(d) => detach_cmd(d),
+        Command::Status(s) => status_cmd(s),
+        Command::Trace(t) => {
+            let mut stdout = std::io::stdout();
+            trace::stream(&mut stdout, t.lines, t.timeout.map(Duration::from_secs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peer(p) => peer_cmd(p),
+    }
+}
+
+fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
+    let cgroup = match a.cgroup {
+        Some(c) => c,
+        None => attach::default_cgroup()?,
+    };
+    let object = match a.object {
+        Some(path) => ObjectSource::File(path),
+        None => ObjectSource::Embedded { debug: a.debug },
+    };
+    let opts = AttachOptions {
+        cgroup,
+        pin_dir: a.pin.pin_dir,
+        object,
+        ports: a.ports,
+        max_sockets: a.max_sockets,
+    };
+    match loader::attach(&opts)? {
+        AttachOutcome::AlreadyAttached { cgroup } => out(&format!(
+            "rawload is already attached to {} (pins in {}); nothing to do\n",
+            cgroup.display(),
+            opts.pin_dir.display()
+        ))?,
+        AttachOutcome::Attached(at) => {
+            let mut text = String::new();
+            if at.recovered {
+                text.push_str("rawload: cleaned up the pins of an interrupted earlier attach\n");
+            }
+            text.push_str(&format!(
+                "rawload: attached to cgroup {} (pins in {})\n  programs {}; {} maps; {} host addresses treated as local\n",
+                at.cgroup.display(),
+                at.pin_dir.display(),
+                at.programs.join(", "),
+                at.maps,
+                at.host_addresses,
+            ));
+            text.push_str(&format!(
+                "  socket keys include the network namespace: {}\n",
+                if at.netns_cookie {
+                    "yes"
+                } else {
+                    "no (kernel lacks bpf_get_netns_cookie in sock_ops/sk_msg, < 5.15)"
+                }
+            ));
+            if let Memlock::Refused(e) = at.memlock {
+                text.push_str(&format!(
+                    "  note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+\n",
+                    e.desc()
+                ));
+            }
+            if let Some(p) = &opts.ports {
+                text.push_str(&format!("  only ports {p}\n"));
+            }
+            out(&text)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {
+    match loader::detach(&d.pin.pin_dir, d.cgroup.as_deref())? {
+        DetachOutcome::NotAttached => out(&format!(
+            "rawload is not attached (no pins in {}); nothing to do\n",
+            d.pin.pin_dir.display()
+        ))?,
+        DetachOutcome::Detached(r) => {
+            let mut text = format!(
+                "rawload: detached (pins in {} removed)\n",
+                d.pin.pin_dir.display()
+            );
+            if let Some(cg) = &r.cgroup {
+                let what = match (r.sock_ops, r.cgroup_gone) {
+                    (true, _) => "sock_ops detached from",
+                    (false, true) => "the cgroup is gone, and its attachment with it:",
+                    (false, false) => "sock_ops was not attached to",
+                };
+                text.push_str(&format!("  {what} {}\n", cg.display()));
+            }
+            if r.sk_msg {
+                text.push_str("  sk_msg detached from the socket map; open connections finish on it, new ones use TCP\n");
+            }
+            if !r.foreign_entries.is_empty() {
+                text.push_str(&format!(
+                    "  left in place (not created by rawload): {}\n",
+                    r.foreign_entries.join(", ")
+                ));
+            }
+            out(&text)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
+    let st = status::read(&s.pin.pin_dir)?;
+    if s.json {
+        out(&format!(
+            "{}\n",
+            status::to_json(st.as_ref(), &s.pin.pin_dir).pretty()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match st {
+        Some(st) => out(&status::render(&st))?,
+        None => out(&format!(
+            "rawload is not attached (no pins in {})\n",
+            s.pin.pin_dir.display()
+        ))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn peer_cmd(p: PeerCommand) -> Result<ExitCode> {
+    let report: Json = match p {
+        PeerCommand::Serve { listen, common } => {
+            traffic::serve(listen, &common.config(), |addr| {
+                // The caller waits for this line before connecting.
+                let _ = out(&format!("listening {addr}\n"));
+            })?
+        }
+        PeerCommand::Connect { to, common } => traffic::connect(to, &common.config())?,
+    };
+    out(&format!("{report}\n"))?;
+    let clean = report.get("bad_bytes").and_then(Json::as_u64) == Some(0)
+        && report
+            .get("errors")
+            .and_then(Json::as_array)
+            .is_some_and(<[Json]>::is_empty);
+    if !clean {
+        bail!("traffic check failed: {report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("x").is_err() && parse_size("").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! One eBPF instruction (`struct bpf_insn`, include/uapi/linux/bpf.h).
+//!
+//! ```text
+//!  byte 0     byte 1              bytes 2-3     bytes 4-7
+//! +--------+--------+--------+---------------+--------------------+
+//! | opcode | src:4  | dst:4  | off (i16)     | imm (i32)          |
+//! +--------+--------+--------+---------------+--------------------+
+//! ```
+//! (little-endian: `dst` is the low nibble of byte 1). `ld_imm64` is the one
+//! instruction that takes two slots; the second slot's `imm` carries the upper
+//! 32 bits. The loader rewrites exactly two kinds of instruction: `ld_imm64`
+//! (a map reference: `src` says what `imm` means) and `call` (a bpf-to-bpf
+//! call: `imm` is the distance to the callee).
+
+use std::mem::size_of;
+
+/// Size of one instruction slot.
+pub const INSN_SIZE: usize = 8;
+
+/// `BPF_LD | BPF_IMM | BPF_DW`: load a 64-bit immediate (two slots).
+pub const LD_IMM64: u8 = 0x18;
+/// `BPF_JMP | BPF_CALL`.
+pub const CALL: u8 = 0x85;
+
+/// `src_reg` of an `ld_imm64` whose `imm` is a map fd.
+pub const PSEUDO_MAP_FD: u8 = 1;
+/// `src_reg` of an `ld_imm64` whose `imm` is a map fd and whose second
+/// slot's `imm` is an offset into the map's (single) value (global data, 5.2).
+pub const PSEUDO_MAP_VALUE: u8 = 2;
+/// `src_reg` of a `call` to another BPF function (rather than a helper).
+pub const PSEUDO_CALL: u8 = 1;
+
+/// A `struct bpf_insn`, laid out exactly as the kernel reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+const _: () = assert!(size_of::<Insn>() == INSN_SIZE);
+
+impl Insn {
+    /// Decodes one little-endian slot.
+    pub fn from_bytes(b: &[u8; INSN_SIZE]) -> Insn {
+        Insn {
+            code: b[0],
+            regs: b[1],
+            off: i16::from_le_bytes([b[2], b[3]]),
+            imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+
+    /// Decodes a section's bytes; `None` if the length is not a multiple of 8.
+    pub fn decode_all(bytes: &[u8]) -> Option<Vec<Insn>> {
+        if bytes.len() % INSN_SIZE != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(INSN_SIZE)
+                .map(|c| Insn::from_bytes(c.try_into().expect("chunks_exact yields 8 bytes")))
+                .collect(),
+        )
+    }
+
+    pub fn to_bytes(self) -> [u8; INSN_SIZE] {
+        let mut b = [0u8; INSN_SIZE];
+        b[0] = self.code;
+        b[1] = self.regs;
+        b[2..4].copy_from_slice(&self.off.to_le_bytes());
+        b[4..8].copy_from_slice(&self.imm.to_le_bytes());
+        b
+    }
+
+    pub fn dst(self) -> u8 {
+        self.regs & 0x0f
+    }
+
+    pub fn src(self) -> u8 {
+        self.regs >> 4
+    }
+
+    pub fn set_src(&mut self, src: u8) {
+        self.regs = (self.regs & 0x0f) | (src << 4);
+    }
+
+    pub fn is_ld_imm64(self) -> bool {
+        self.code == LD_IMM64
+    }
+
+    /// A call to another BPF function (not to a kernel helper).
+    pub fn is_pseudo_call(self) -> bool {
+        self.code == CALL && self.src() == PSEUDO_CALL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_fields() {
+        // r1 = 0 ll, with src_reg 1 (BPF_PSEUDO_MAP_FD) and imm 7
+        let bytes = [0x18, 0x11, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00];
+        let insn = Insn::from_bytes(&bytes);
+        assert!(insn.is_ld_imm64());
+        assert_eq!((insn.dst(), insn.src(), insn.imm), (1, 1, 7));
+        assert_eq!(insn.to_bytes(), bytes);
+
+        let mut call = Insn::from_bytes(&[0x85, 0x10, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert!(call.is_pseudo_call());
+        assert_eq!(call.imm, -1);
+        call.set_src(0);
+        assert!(!call.is_pseudo_call());
+        assert!(Insn::decode_all(&[0; 12]).is_none());
+    }
+}

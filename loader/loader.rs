@@ -1,0 +1,464 @@
+//! `attach` and `detach`: the whole pipeline, in order, with undo.
+//!
+//! ```text
+//! object bytes ─elf::parse─> Object ─Map::create─> maps ─reloc::apply─> Program::load
+//!      ─attach_sk_msg─> SOCKHASH ─pin─> /sys/fs/bpf/... ─attach_sock_ops─> cgroup
+//! ```
+//!
+//! Every step that changes the system registers how to undo it; if a later
+//! step fails, the undo steps run in reverse and the system is as before.
+//! The cgroup attach is last, so nothing that can fail comes after it, and
+//! everything `detach` needs (pins and the attach record) exists before it:
+//! an attach killed at any point leaves either nothing or a state that
+//! `detach` (or the next `attach`) cleans up.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::attach::{self, Cgroup};
+use crate::elf;
+use crate::maps::Map;
+use crate::obj::{Object, ProgramSpec, RefKind};
+use crate::pin::{self, AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
+use crate::policy::{self, PortSet};
+use crate::probe::{self, Memlock};
+use crate::programs::Program;
+use crate::reloc;
+use crate::sys::prog_type;
+
+/// The objects built from `bpf-src/` by `make bpf`, embedded so that the
+/// static binary needs no other file.
+pub static RELEASE_OBJECT: &[u8] = include_bytes!("../prebuilt/rawload.bpf.o");
+pub static DEBUG_OBJECT: &[u8] = include_bytes!("../prebuilt/rawload-debug.bpf.o");
+
+/// Names the programs and the loader agree on (see bpf-src/rawload.bpf.c).
+pub const ADDRS_MAP: &str = "rawload_addrs";
+pub const PORTS_MAP: &str = "rawload_ports";
+pub const TCPONLY_MAP: &str = "rawload_tcponly";
+pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
+pub const CFG_PORT_POLICY: &str = "cfg_port_policy";
+
+/// Which eBPF object to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectSource {
+    /// The embedded release object, or with `debug` the one that prints
+    /// trace lines.
+    Embedded {
+        debug: bool,
+    },
+    File(PathBuf),
+}
+
+impl ObjectSource {
+    pub fn bytes(&self) -> Result<Cow<'static, [u8]>> {
+        Ok(match self {
+            ObjectSource::Embedded { debug: false } => Cow::Borrowed(RELEASE_OBJECT),
+            ObjectSource::Embedded { debug: true } => Cow::Borrowed(DEBUG_OBJECT),
+            ObjectSource::File(path) => Cow::Owned(
+                std::fs::read(path)
+                    .with_context(|| format!("reading object {}", path.display()))?,
+            ),
+        })
+    }
+
+    pub fn parse(&self) -> Result<Object> {
+        elf::parse(&self.bytes()?).with_context(|| format!("reading {self}"))
+    }
+}
+
+impl fmt::Display for ObjectSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectSource::Embedded { debug: false } => {
+                f.write_str("the embedded object (prebuilt/rawload.bpf.o)")
+            }
+            ObjectSource::Embedded { debug: true } => {
+                f.write_str("the embedded debug object (prebuilt/rawload-debug.bpf.o)")
+            }
+            ObjectSource::File(p) => write!(f, "object {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+    pub object: ObjectSource,
+    pub ports: Option<PortSet>,
+    /// Capacity of the socket map (default: the object's max_entries).
+    pub max_sockets: Option<u32>,
+}
+
+/// What `attach` did.
+#[derive(Debug)]
+pub enum AttachOutcome {
+    Attached(Attached),
+    /// The pin directory already holds a live attachment to this cgroup.
+    AlreadyAttached {
+        cgroup: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct Attached {
+    pub cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+    pub programs: Vec<String>,
+    pub maps: usize,
+    pub netns_cookie: bool,
+    pub memlock: Memlock,
+    pub host_addresses: usize,
+    /// Stale pins of an interrupted earlier attach that were cleaned first.
+    pub recovered: bool,
+}
+
+/// Fails early, with the fix, when the process cannot use bpf(2).
+pub fn require_privileges(what: &str) -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN)) {
+        return Ok(());
+    }
+    bail!(
+        "rawload {what} needs root (CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN): run it with sudo"
+    )
+}
+
+/// One way back: what it undoes, and how.
+type UndoStep = (&'static str, Box<dyn FnOnce() -> Result<()>>);
+
+/// Undo steps, run in reverse unless the whole operation succeeded.
+#[derive(Default)]
+struct Undo {
+    steps: Vec<UndoStep>,
+}
+
+impl Undo {
+    fn push(&mut self, what: &'static str, step: impl FnOnce() -> Result<()> + 'static) {
+        self.steps.push((what, Box::new(step)));
+    }
+
+    fn run(self) {
+        for (what, step) in self.steps.into_iter().rev() {
+            if let Err(e) = step() {
+                eprintln!("rawload: while undoing ({what}): {e:#}");
+            }
+        }
+    }
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP while the system is being changed, so a
+/// Ctrl-C lands after the attach has completed or been undone.
+struct SignalsDeferred(SigSet);
+
+impl SignalsDeferred {
+    fn new() -> Result<SignalsDeferred> {
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(s);
+        }
+        set.thread_block().context("blocking signals")?;
+        Ok(SignalsDeferred(set))
+    }
+}
+
+impl Drop for SignalsDeferred {
+    fn drop(&mut self) {
+        let _ = self.0.thread_unblock();
+    }
+}
+
+/// The socket map the sk_msg program redirects through: the one SOCKHASH
+/// (or SOCKMAP) it references.
+pub fn socket_map(obj: &Object, sk_msg: &ProgramSpec) -> Result<usize> {
+    let mut candidates: Vec<usize> = sk_msg
+        .map_refs
+        .iter()
+        .filter(|r| r.kind == RefKind::Map)
+        .map(|r| r.map)
+        .filter(|&i| {
+            matches!(
+                obj.maps[i].map_type,
+                crate::sys::map_type::SOCKHASH | crate::sys::map_type::SOCKMAP
+            )
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    match candidates.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "the sk_msg program '{}' uses no SOCKHASH or SOCKMAP to redirect through",
+            sk_msg.name
+        ),
+        _ => bail!(
+            "the sk_msg program '{}' uses more than one socket map",
+            sk_msg.name
+        ),
+    }
+}
+
+/// Opens the attachment recorded in `dir` if it is live: the record and the
+/// pinned sock_ops program exist and that program is attached to the
+/// recorded cgroup.
+fn live_attachment(dir: &PinDir) -> Result<Option<AttachRecord>> {
+    let (Some(record), Some(prog)) = (AttachRecord::read(dir)?, dir.get(SOCK_OPS_PIN)?) else {
+        return Ok(None);
+    };
+    let Ok(cgroup) = Cgroup::open(&record.cgroup) else {
+        return Ok(None);
+    };
+    if cgroup.id != record.cgroup_id {
+        return Ok(None);
+    }
+    let (info, _) =
+        crate::sys::prog_info(prog.as_fd()).context("reading the pinned sock_ops program")?;
+    let (_, attached) = cgroup.sock_ops_programs()?;
+    Ok(attached.contains(&info.id).then_some(record))
+}
+
+/// Loads, attaches and pins; see the module docs for the order.
+pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
+    require_privileges("attach")?;
+    let cgroup = Cgroup::open(&opts.cgroup)?;
+    let mut obj = opts.object.parse()?;
+    let sock_ops_spec = obj.program(prog_type::SOCK_OPS)?.clone();
+    let sk_msg_spec = obj.program(prog_type::SK_MSG)?.clone();
+    let socket_map_index = socket_map(&obj, &sk_msg_spec)?;
+    if opts.ports.is_some()
+        && (obj.map_index(PORTS_MAP).is_none() || obj.global(CFG_PORT_POLICY).is_none())
+    {
+        bail!(
+            "--ports needs an object with the '{PORTS_MAP}' map and '{CFG_PORT_POLICY}' (like the embedded one)"
+        );
+    }
+
+    pin::ensure_bpffs(&opts.pin_dir)?;
+    let mut recovered = false;
+    if let Some(dir) = PinDir::existing(&opts.pin_dir) {
+        dir.check_owner()?;
+        match live_attachment(&dir)? {
+            Some(r) if r.cgroup_id == cgroup.id => {
+                return Ok(AttachOutcome::AlreadyAttached { cgroup: r.cgroup });
+            }
+            Some(r) => bail!(
+                "pin directory {} already holds an attachment to {}; run `rawload detach --pin-dir {}` first, or use another --pin-dir",
+                dir.path.display(),
+                r.cgroup.display(),
+                dir.path.display()
+            ),
+            None if !dir.our_pins()?.is_empty() => {
+                // Leftovers of an interrupted attach or a removed cgroup.
+                detach_dir(&dir, None)?;
+                recovered = true;
+            }
+            None => {}
+        }
+    }
+
+    let _deferred = SignalsDeferred::new()?;
+    let memlock = probe::raise_memlock();
+    let netns_cookie =
+        probe::netns_cookie().map_err(|e| anyhow::anyhow!("probing the kernel: {}", e.desc()))?;
+    if obj.global(CFG_NETNS_COOKIE).is_some() {
+        obj.set_global(CFG_NETNS_COOKIE, &u32::from(netns_cookie).to_ne_bytes())?;
+    }
+    if opts.ports.is_some() {
+        obj.set_global(CFG_PORT_POLICY, &1u32.to_ne_bytes())?;
+    }
+
+    // Maps first: the programs' instructions need their fds.
+    let mut maps = Vec::with_capacity(obj.maps.len());
+    for (i, spec) in obj.maps.iter().enumerate() {
+        let sized = i == socket_map_index || spec.name == TCPONLY_MAP;
+        let map = Map::create(spec, opts.max_sockets.filter(|_| sized))?;
+        maps.push(map);
+    }
+    let host_addresses = fill_policy_maps(&obj, &maps, opts.ports.as_ref())?;
+    let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
+    let load = |spec: &ProgramSpec| -> Result<Program> {
+        let insns = reloc::apply(spec, &fds)?;
+        Ok(Program::load(
+            &spec.name,
+            spec.kind,
+            &insns,
+            &obj.license,
+            obj.kern_version,
+        )?)
+    };
+    let sock_ops = load(&sock_ops_spec)?;
+    let sk_msg = load(&sk_msg_spec)?;
+    let socket_map = &maps[socket_map_index];
+
+    let mut undo = Undo::default();
+    let done = (|| -> Result<()> {
+        // 1. sk_msg on the map before any socket can enter it.
+        attach::attach_sk_msg(socket_map.as_fd(), sk_msg.as_fd())?;
+        let (map_fd, prog_fd) = (dup(socket_map)?, dup(&sk_msg)?);
+        undo.push("detaching sk_msg", move || {
+            attach::detach_sk_msg(map_fd.as_fd(), prog_fd.as_fd()).map(drop)
+        });
+
+        // 2. Pins and the record, so that a later `detach` finds everything.
+        let dir = PinDir::create(&opts.pin_dir)?;
+        let undo_dir = dir.clone();
+        undo.push("removing pins", move || undo_dir.clear().map(drop));
+        AttachRecord {
+            cgroup: cgroup.path.clone(),
+            cgroup_id: cgroup.id,
+        }
+        .pin(&dir)?;
+        dir.pin(sock_ops.as_fd(), SOCK_OPS_PIN)?;
+        dir.pin(sk_msg.as_fd(), SK_MSG_PIN)?;
+        for (spec, map) in obj.maps.iter().zip(&maps) {
+            dir.pin(map.as_fd(), &pin::map_pin_name(&spec.name))?;
+        }
+
+        // 3. sock_ops on the cgroup: from now on new connections enter the map.
+        cgroup.attach_sock_ops(sock_ops.as_fd())
+    })();
+    if let Err(e) = done {
+        undo.run();
+        return Err(e);
+    }
+
+    Ok(AttachOutcome::Attached(Attached {
+        cgroup: cgroup.path.clone(),
+        pin_dir: opts.pin_dir.clone(),
+        programs: vec![sock_ops.name.clone(), sk_msg.name.clone()],
+        maps: maps.len(),
+        netns_cookie,
+        memlock,
+        host_addresses,
+        recovered,
+    }))
+}
+
+fn dup(fd: &impl AsFd) -> Result<OwnedFd> {
+    fd.as_fd()
+        .try_clone_to_owned()
+        .context("duplicating a descriptor")
+}
+
+/// Writes this host's addresses and the port policy into the object's
+/// policy maps, when it has them. Returns the number of addresses written.
+fn fill_policy_maps(obj: &Object, maps: &[Map], ports: Option<&PortSet>) -> Result<usize> {
+    let mut written = 0;
+    if let Some(i) = obj.map_index(ADDRS_MAP) {
+        let capacity = maps[i].meta().max_entries as usize;
+        let addrs = policy::host_addresses()?;
+        if addrs.len() > capacity {
+            eprintln!(
+                "rawload: warning: this host has {} addresses; only the first {capacity} are treated as local",
+                addrs.len()
+            );
+        }
+        for ip in addrs.into_iter().take(capacity) {
+            maps[i].update(&policy::key_address(ip), &[1])?;
+            written += 1;
+        }
+    }
+    if let (Some(i), Some(ports)) = (obj.map_index(PORTS_MAP), ports) {
+        maps[i].update(&0u32.to_ne_bytes(), &ports.bitmap())?;
+    }
+    Ok(written)
+}
+
+/// What `detach` did.
+#[derive(Debug, Default)]
+pub struct Detached {
+    pub cgroup: Option<PathBuf>,
+    /// sock_ops was attached to the cgroup and is now detached.
+    pub sock_ops: bool,
+    /// sk_msg was attached to the socket map and is now detached.
+    pub sk_msg: bool,
+    /// The recorded cgroup no longer exists (its attachment went with it).
+    pub cgroup_gone: bool,
+    /// Entries in the pin directory that rawload did not create.
+    pub foreign_entries: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum DetachOutcome {
+    Detached(Detached),
+    /// There is no pin directory: nothing is attached through it.
+    NotAttached,
+}
+
+/// Undoes `attach` for the pin directory: detaches both programs, removes
+/// the pins (and the directory when it is empty). Sockets already in the map
+/// keep their programs until they close, so no unread data is lost; new
+/// connections use plain TCP.
+pub fn detach(pin_dir: &Path, cgroup: Option<&Path>) -> Result<DetachOutcome> {
+    require_privileges("detach")?;
+    let Some(dir) = PinDir::existing(pin_dir) else {
+        return Ok(DetachOutcome::NotAttached);
+    };
+    dir.check_owner()?;
+    let _deferred = SignalsDeferred::new()?;
+    detach_dir(&dir, cgroup).map(DetachOutcome::Detached)
+}
+
+fn detach_dir(dir: &PinDir, cgroup_arg: Option<&Path>) -> Result<Detached> {
+    let record = AttachRecord::read(dir)?;
+    if let (Some(r), Some(arg)) = (&record, cgroup_arg) {
+        if !same_file(&r.cgroup, arg) {
+            bail!(
+                "{} holds an attachment to {}, not to {}",
+                dir.path.display(),
+                r.cgroup.display(),
+                arg.display()
+            );
+        }
+    }
+    let mut out = Detached::default();
+    let cgroup_path = match (&record, cgroup_arg) {
+        (Some(r), _) => Some(r.cgroup.clone()),
+        (None, Some(arg)) => Some(arg.to_path_buf()),
+        (None, None) => None,
+    };
+    if let (Some(prog), Some(path)) = (dir.get(SOCK_OPS_PIN)?, &cgroup_path) {
+        out.cgroup = Some(path.clone());
+        match Cgroup::open(path) {
+            Ok(cg) if record.as_ref().is_none_or(|r| r.cgroup_id == cg.id) => {
+                out.sock_ops = cg.detach_sock_ops(prog.as_fd())?;
+            }
+            // Same path, new cgroup: the old one and its attachment are gone.
+            Ok(_) => out.cgroup_gone = true,
+            Err(_) if !path.exists() => out.cgroup_gone = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(prog) = dir.get(SK_MSG_PIN)? {
+        for name in dir.our_pins()?.iter().filter(|n| n.starts_with("map_")) {
+            let Some(fd) = dir.get(name)? else { continue };
+            let map = Map::from_fd(fd)?;
+            if map.is_socket_map() {
+                out.sk_msg |= attach::detach_sk_msg(map.as_fd(), prog.as_fd())?;
+            }
+        }
+    }
+    out.foreign_entries = dir.clear()?;
+    Ok(out)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}

@@ -1,0 +1,296 @@
+//! Pins: names for kernel objects on a bpf filesystem (bpffs).
+//!
+//! A map or program lives as long as something references it: a file
+//! descriptor, an attachment, or a pin. rawload exits right after attaching,
+//! so it pins what a later `detach` or `status` must find. Pinning also
+//! matters for correctness: a SOCKHASH drops its attached sk_msg program when
+//! its last *user* reference (fd or pin) goes away (`sock_map_release_progs`),
+//! even while the sock_ops program still fills it.
+//!
+//! bpffs holds only pins and directories, so the few facts `detach` needs
+//! (which cgroup) are kept in a tiny array map pinned next to the programs:
+//! the [`AttachRecord`].
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+
+use crate::sys::{self, MapCreateArgs, MapFd, map_type};
+
+/// Where distributions mount bpffs, and rawload's default pin directory.
+pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/rawload";
+
+/// Pin names inside the pin directory. Everything rawload pins is named
+/// `prog_*`, `map_*` or `state`, so `detach` removes exactly that.
+pub const SOCK_OPS_PIN: &str = "prog_sockops";
+pub const SK_MSG_PIN: &str = "prog_sk_msg";
+pub const RECORD_PIN: &str = "state";
+
+/// The pin name of a map: `map_` + its name without leading dots.
+pub fn map_pin_name(map_name: &str) -> String {
+    format!("map_{}", map_name.trim_start_matches('.'))
+}
+
+fn is_ours(name: &str) -> bool {
+    name == RECORD_PIN || name.starts_with("prog_") || name.starts_with("map_")
+}
+
+/// Makes sure `dir` can hold pins: its nearest existing ancestor must be on
+/// bpffs. If the path lies under /sys/fs/bpf and nothing is mounted there
+/// yet, mount bpffs (what systemd does at boot on most distributions).
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new("/"));
+    if is_bpffs(existing) {
+        return Ok(());
+    }
+    if dir.starts_with(BPFFS_MOUNT) && !is_bpffs(Path::new(BPFFS_MOUNT)) {
+        // A pin dir nested under a directory inside an unmounted
+        // /sys/fs/bpf cannot exist: only the mount point itself can.
+        mount(
+            Some("bpf"),
+            BPFFS_MOUNT,
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME,
+            Some("mode=0700"),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "bpffs is not mounted at {BPFFS_MOUNT} and mounting it failed ({}); mount it with: mount -t bpf bpf {BPFFS_MOUNT}",
+                e.desc()
+            )
+        })?;
+        return Ok(());
+    }
+    bail!(
+        "{} is not on a bpf filesystem; pins need one (use a directory under {BPFFS_MOUNT}, or mount -t bpf bpf DIR)",
+        dir.display()
+    )
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// A directory of pins.
+#[derive(Debug, Clone)]
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+fn c_path(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains a NUL byte", p.display()))
+}
+
+impl PinDir {
+    /// The pin directory if it exists.
+    pub fn existing(path: &Path) -> Option<PinDir> {
+        path.is_dir().then(|| PinDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates the directory (mode 0700: only root may use the pins) and
+    /// checks that it belongs to us.
+    pub fn create(path: &Path) -> Result<PinDir> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("creating pin directory {}", path.display()))?;
+        let dir = PinDir {
+            path: path.to_path_buf(),
+        };
+        dir.check_owner()?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", path.display()))?;
+        Ok(dir)
+    }
+
+    /// Refuses a pin directory owned by another user: its pins could have
+    /// been planted to make rawload detach or report the wrong things.
+    pub fn check_owner(&self) -> Result<()> {
+        let meta = std::fs::metadata(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            bail!(
+                "pin directory {} belongs to uid {}, not to this user (uid {me}); refusing to use it",
+                self.path.display(),
+                meta.uid()
+            );
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, name: &str) -> Result<CString> {
+        c_path(&self.path.join(name))
+    }
+
+    /// `BPF_OBJ_PIN` at `<dir>/<name>`.
+    pub fn pin(&self, fd: BorrowedFd<'_>, name: &str) -> Result<()> {
+        sys::obj_pin(fd, &self.path_of(name)?)
+            .with_context(|| format!("pinning {}", self.path.join(name).display()))
+    }
+
+    /// `BPF_OBJ_GET` of `<dir>/<name>`, `None` if there is no such pin.
+    pub fn get(&self, name: &str) -> Result<Option<OwnedFd>> {
+        match sys::obj_get(&self.path_of(name)?) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.errno == Errno::ENOENT => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("opening pin {}", self.path.join(name).display()))
+            }
+        }
+    }
+
+    /// The names rawload created here.
+    pub fn our_pins(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.path)
+            .with_context(|| format!("listing {}", self.path.display()))?
+        {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if is_ours(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes one pin (the object lives on while other references exist).
+    pub fn unpin(&self, name: &str) -> Result<()> {
+        match std::fs::remove_file(self.path.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("unpinning {}", self.path.join(name).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes every pin rawload created, then the directory if it is empty.
+    /// Returns the names of foreign entries left in place.
+    pub fn clear(&self) -> Result<Vec<String>> {
+        for name in self.our_pins()? {
+            self.unpin(&name)?;
+        }
+        let left: Vec<String> = std::fs::read_dir(&self.path)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        if left.is_empty() {
+            std::fs::remove_dir(&self.path)
+                .with_context(|| format!("removing {}", self.path.display()))?;
+        }
+        Ok(left)
+    }
+}
+
+/// What `detach` needs to know about an attachment, kept in a one-element
+/// array map pinned as `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachRecord {
+    pub cgroup: PathBuf,
+    pub cgroup_id: u64,
+}
+
+const RECORD_MAGIC: &[u8; 8] = b"RAWLOAD1";
+const RECORD_SIZE: usize = 4096;
+
+impl AttachRecord {
+    fn encode(&self) -> Result<Vec<u8>> {
+        let path = self.cgroup.as_os_str().as_bytes();
+        if path.len() >= RECORD_SIZE - 16 {
+            bail!(
+                "cgroup path {} is too long to record",
+                self.cgroup.display()
+            );
+        }
+        let mut v = vec![0u8; RECORD_SIZE];
+        v[..8].copy_from_slice(RECORD_MAGIC);
+        v[8..16].copy_from_slice(&self.cgroup_id.to_le_bytes());
+        v[16..16 + path.len()].copy_from_slice(path);
+        Ok(v)
+    }
+
+    fn decode(v: &[u8]) -> Option<AttachRecord> {
+        if v.len() != RECORD_SIZE || &v[..8] != RECORD_MAGIC {
+            return None;
+        }
+        let cgroup_id = u64::from_le_bytes(v[8..16].try_into().ok()?);
+        let path = &v[16..];
+        let end = path.iter().position(|&b| b == 0)?;
+        Some(AttachRecord {
+            cgroup: PathBuf::from(std::ffi::OsStr::from_bytes(&path[..end])),
+            cgroup_id,
+        })
+    }
+
+    /// Creates the record map, writes the record and pins it.
+    pub fn pin(&self, dir: &PinDir) -> Result<()> {
+        let map = MapFd::create(&MapCreateArgs {
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            value_size: RECORD_SIZE as u32,
+            max_entries: 1,
+            flags: 0,
+            name: "rawload_state",
+        })
+        .context("creating the attach record map")?;
+        map.update(&0u32.to_ne_bytes(), &self.encode()?, sys::BPF_ANY)
+            .context("writing the attach record")?;
+        dir.pin(map.as_fd(), RECORD_PIN)
+    }
+
+    /// Reads the record pinned in `dir`, if there is a readable one.
+    pub fn read(dir: &PinDir) -> Result<Option<AttachRecord>> {
+        let Some(fd) = dir.get(RECORD_PIN)? else {
+            return Ok(None);
+        };
+        let map = MapFd::from_fd(fd).context("reading the attach record")?;
+        if map.value_buf_len() != RECORD_SIZE || map.meta().key_size != 4 {
+            return Ok(None);
+        }
+        let mut v = vec![0u8; RECORD_SIZE];
+        if !map
+            .lookup(&0u32.to_ne_bytes(), &mut v)
+            .context("reading the attach record")?
+        {
+            return Ok(None);
+        }
+        Ok(AttachRecord::decode(&v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let r = AttachRecord {
+            cgroup: PathBuf::from("/sys/fs/cgroup/unified/test"),
+            cgroup_id: 4242,
+        };
+        assert_eq!(AttachRecord::decode(&r.encode().unwrap()), Some(r));
+        assert_eq!(AttachRecord::decode(&[0u8; RECORD_SIZE]), None);
+    }
+
+    #[test]
+    fn pin_names() {
+        assert_eq!(map_pin_name(".rodata"), "map_rodata");
+        assert_eq!(map_pin_name("rawload_socks"), "map_rawload_socks");
+        assert!(is_ours("prog_sockops") && is_ours("state") && !is_ours("other"));
+    }
+}

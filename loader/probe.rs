@@ -1,0 +1,92 @@
+//! Feature probes: ask the running kernel instead of parsing its version.
+//!
+//! Distribution kernels backport features and `uname -r` lies about them, so
+//! each probe loads the smallest program that needs the feature and reports
+//! whether the kernel accepted it (the approach of libbpf's `features.c`).
+
+use std::ffi::CStr;
+
+use nix::errno::Errno;
+use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+
+use crate::insn::{CALL, Insn};
+use crate::obj::PROGRAM_KINDS;
+use crate::sys::{self, ProgLoadArgs, prog_type};
+
+/// `BPF_FUNC_get_netns_cookie`.
+const HELPER_GET_NETNS_COOKIE: i32 = 122;
+
+const GPL: &CStr = c"GPL";
+
+/// `r0 = 1; exit`, preceded by `call helper` when given.
+fn probe_program(helper: Option<i32>) -> Vec<Insn> {
+    let mut insns = Vec::new();
+    if let Some(id) = helper {
+        insns.push(Insn {
+            code: CALL,
+            regs: 0,
+            off: 0,
+            imm: id,
+        });
+    }
+    insns.push(Insn {
+        code: 0xb7, // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
+        regs: 0,
+        off: 0,
+        imm: 1,
+    });
+    insns.push(Insn {
+        code: 0x95, // BPF_JMP | BPF_EXIT
+        ..Default::default()
+    });
+    insns
+}
+
+/// Whether a program of `prog_type` calling `helper` loads.
+fn loads(prog_type: u32, helper: Option<i32>) -> Result<bool, Errno> {
+    let kind = PROGRAM_KINDS
+        .iter()
+        .find(|k| k.prog_type == prog_type)
+        .map_or((prog_type, 0), |k| (k.prog_type, k.expected_attach_type));
+    let insns = probe_program(helper);
+    match sys::prog_load(ProgLoadArgs {
+        prog_type: kind.0,
+        expected_attach_type: kind.1,
+        insns: &insns,
+        license: GPL,
+        kern_version: 0,
+        name: "rawload_probe",
+        log: None,
+    }) {
+        Ok(_) => Ok(true),
+        // The verifier refuses the helper for this program type.
+        Err(e) if e.errno == Errno::EINVAL || e.errno == Errno::EACCES => Ok(false),
+        Err(e) => Err(e.errno),
+    }
+}
+
+/// `bpf_get_netns_cookie` in both sock_ops and sk_msg programs (5.15).
+/// With it, the socket key includes the network namespace, so identical
+/// connections in two namespaces can never be paired.
+pub fn netns_cookie() -> Result<bool, Errno> {
+    Ok(loads(prog_type::SOCK_OPS, Some(HELPER_GET_NETNS_COOKIE))?
+        && loads(prog_type::SK_MSG, Some(HELPER_GET_NETNS_COOKIE))?)
+}
+
+/// What raising `RLIMIT_MEMLOCK` gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memlock {
+    Raised,
+    /// Not allowed (no CAP_SYS_RESOURCE). Harmless from 5.11, where BPF
+    /// memory is charged to the memory cgroup instead.
+    Refused(Errno),
+}
+
+/// Raises `RLIMIT_MEMLOCK` to infinity: kernels before 5.11 charge maps and
+/// programs against it, and the default 64 KiB is too small for a SOCKHASH.
+pub fn raise_memlock() -> Memlock {
+    match setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        Ok(()) => Memlock::Raised,
+        Err(e) => Memlock::Refused(e),
+    }
+}

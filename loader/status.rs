@@ -1,0 +1,405 @@
+//! `rawload status`: what is attached, read back from the kernel.
+//!
+//! Everything comes from the pins and from the kernel's own answers
+//! (`BPF_OBJ_GET_INFO_BY_FD`, `BPF_PROG_QUERY`, `BPF_MAP_GET_NEXT_KEY`), so
+//! the report agrees with `bpftool prog show`, `bpftool map show` and
+//! `bpftool cgroup show`, plus what bpftool cannot know: the number of
+//! sockets in the map and the programs' counters.
+
+use std::fmt::Write as _;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::attach::{self, Cgroup};
+use crate::json::{Json, obj};
+use crate::maps::Map;
+use crate::pin::{AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
+use crate::sys::{self, attach_type, map_type, prog_type};
+
+/// The fields of `struct counters` in bpf-src/rawload.bpf.c, in order (a
+/// unit test checks this against the object's BTF).
+pub const COUNTER_NAMES: [&str; 14] = [
+    "sockets_inserted",
+    "insert_exists",
+    "insert_full",
+    "insert_busy",
+    "insert_other",
+    "skipped_remote",
+    "skipped_port",
+    "skipped_sent",
+    "msgs_redirected",
+    "bytes_redirected",
+    "msgs_missed",
+    "bytes_missed",
+    "msgs_tcp_only",
+    "bytes_tcp_only",
+];
+/// The map holding them.
+pub const STATS_MAP: &str = "rawload_stats";
+
+#[derive(Debug, Clone)]
+pub struct ProgStatus {
+    pub id: u32,
+    pub prog_type: u32,
+    pub name: String,
+    pub tag: String,
+    pub map_ids: Vec<u32>,
+    pub loaded_secs_ago: Option<u64>,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+    /// Where it is attached, as the kernel reports it (None: cannot tell).
+    pub attached: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MapStatus {
+    pub id: u32,
+    pub map_type: u32,
+    pub name: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub pin_dir: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub cgroup_id: Option<u64>,
+    /// Attach flags of the cgroup's sock_ops hook and every program there.
+    pub cgroup_flags: Option<u32>,
+    pub cgroup_programs: Vec<u32>,
+    pub programs: Vec<ProgStatus>,
+    pub maps: Vec<MapStatus>,
+    /// The counters summed over CPUs, if the object has them.
+    pub counters: Vec<(String, u64)>,
+}
+
+impl Status {
+    /// Both programs are loaded and attached where they should be.
+    pub fn attached(&self) -> bool {
+        self.programs.len() == 2 && self.programs.iter().all(|p| p.attached != Some(false))
+    }
+
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+
+    pub fn socket_map(&self) -> Option<&MapStatus> {
+        self.maps
+            .iter()
+            .find(|m| matches!(m.map_type, map_type::SOCKHASH | map_type::SOCKMAP))
+    }
+}
+
+fn uptime_secs() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Reads the attachment behind `pin_dir`; `None` if nothing is pinned there.
+pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
+    crate::loader::require_privileges("status")?;
+    let Some(dir) = PinDir::existing(pin_dir) else {
+        return Ok(None);
+    };
+    if dir.our_pins()?.is_empty() {
+        return Ok(None);
+    }
+    let record = AttachRecord::read(&dir)?;
+    let cgroup = record
+        .as_ref()
+        .and_then(|r| Cgroup::open(&r.cgroup).ok().filter(|c| c.id == r.cgroup_id));
+    let (cgroup_flags, cgroup_programs) = match &cgroup {
+        Some(c) => {
+            let (flags, ids) = c.sock_ops_programs()?;
+            (Some(flags), ids)
+        }
+        None => (None, Vec::new()),
+    };
+
+    let mut maps = Vec::new();
+    let mut socket_map = None;
+    let mut counters = Vec::new();
+    for name in dir.our_pins()?.iter().filter(|n| n.starts_with("map_")) {
+        let Some(fd) = dir.get(name)? else { continue };
+        let map = Map::from_fd(fd)?;
+        let m = map.meta();
+        maps.push(MapStatus {
+            id: m.id,
+            map_type: m.map_type,
+            name: m.name.clone(),
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            entries: map.keys()?.len(),
+        });
+        if m.name == STATS_MAP && m.value_size as usize == COUNTER_NAMES.len() * 8 {
+            counters = sum_counters(&map)?;
+        }
+        if map.is_socket_map() {
+            socket_map = Some(map);
+        }
+    }
+
+    let uptime = uptime_secs();
+    let mut programs = Vec::new();
+    for pin in [SOCK_OPS_PIN, SK_MSG_PIN] {
+        let Some(fd) = dir.get(pin)? else { continue };
+        let (info, map_ids) =
+            sys::prog_info(fd.as_fd()).with_context(|| format!("reading {pin}"))?;
+        let attached = match info.prog_type {
+            prog_type::SOCK_OPS => Some(cgroup_programs.contains(&info.id)),
+            // The kernel can list a sockmap's programs only since 5.19.
+            _ => socket_map
+                .as_ref()
+                .and_then(|m| attach::sk_msg_programs(m.as_fd()))
+                .map(|ids| ids.contains(&info.id)),
+        };
+        programs.push(ProgStatus {
+            id: info.id,
+            prog_type: info.prog_type,
+            name: sys::cstr_field(&info.name),
+            tag: hex(&info.tag),
+            map_ids,
+            loaded_secs_ago: uptime.map(|u| (u - info.load_time as f64 / 1e9).max(0.0) as u64),
+            run_cnt: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+            attached,
+        });
+    }
+
+    Ok(Some(Status {
+        pin_dir: pin_dir.to_path_buf(),
+        cgroup: record.as_ref().map(|r| r.cgroup.clone()),
+        cgroup_id: cgroup.as_ref().map(|c| c.id),
+        cgroup_flags,
+        cgroup_programs,
+        programs,
+        maps,
+        counters,
+    }))
+}
+
+/// Sums a per-CPU `struct counters` over all CPUs.
+fn sum_counters(map: &Map) -> Result<Vec<(String, u64)>> {
+    let Some(values) = map.lookup(&0u32.to_ne_bytes())? else {
+        return Ok(Vec::new());
+    };
+    let per_cpu = (map.meta().value_size as usize).next_multiple_of(8);
+    Ok(COUNTER_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total = values
+                .chunks_exact(per_cpu)
+                .map(|cpu| {
+                    u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().expect("8-byte slice"))
+                })
+                .fold(0u64, u64::wrapping_add);
+            (name.to_string(), total)
+        })
+        .collect())
+}
+
+fn flags_name(flags: u32) -> &'static str {
+    match flags {
+        0 => "exclusive",
+        1 => "override",
+        f if f & attach_type::BPF_F_ALLOW_MULTI != 0 => "multi",
+        _ => "other",
+    }
+}
+
+/// Human-readable report.
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    let state = if s.attached() {
+        "attached"
+    } else {
+        "NOT fully attached"
+    };
+    let _ = writeln!(o, "rawload is {state} (pins in {})", s.pin_dir.display());
+    match (&s.cgroup, s.cgroup_id) {
+        (Some(path), Some(id)) => {
+            let _ = writeln!(
+                o,
+                "cgroup    {} (id {id}); sock_ops programs there [{}]: {}",
+                path.display(),
+                s.cgroup_flags.map_or("?", flags_name),
+                s.cgroup_programs
+                    .iter()
+                    .map(|id| {
+                        let ours = s.programs.iter().any(|p| p.id == *id);
+                        format!("{id}{}", if ours { " (rawload)" } else { "" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        (Some(path), None) => {
+            let _ = writeln!(o, "cgroup    {} no longer exists", path.display());
+        }
+        _ => {
+            let _ = writeln!(o, "cgroup    unknown (no attach record)");
+        }
+    }
+    let _ = writeln!(o, "programs");
+    for p in &s.programs {
+        let attached = match p.attached {
+            Some(true) => "attached",
+            Some(false) => "NOT attached",
+            None => "attached (recorded; this kernel cannot list sockmap programs)",
+        };
+        let _ = write!(
+            o,
+            "  {:>5}  {:<8}  {:<16} tag {}  maps {:?}  {attached}",
+            p.id,
+            prog_type::name(p.prog_type),
+            p.name,
+            p.tag,
+            p.map_ids
+        );
+        if let Some(age) = p.loaded_secs_ago {
+            let _ = write!(o, "  loaded {age}s ago");
+        }
+        if p.run_cnt > 0 {
+            let _ = write!(
+                o,
+                "  runs {} ({} ns avg)",
+                p.run_cnt,
+                p.run_time_ns / p.run_cnt.max(1)
+            );
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(o, "maps");
+    for m in &s.maps {
+        let _ = writeln!(
+            o,
+            "  {:>5}  {:<12}  {:<16} key {:>2} B  value {:>4} B  entries {}/{}",
+            m.id,
+            map_type::name(m.map_type),
+            m.name,
+            m.key_size,
+            m.value_size,
+            m.entries,
+            m.max_entries
+        );
+    }
+    if !s.counters.is_empty() {
+        let _ = writeln!(o, "counters (all CPUs)");
+        for (name, v) in &s.counters {
+            let _ = writeln!(o, "  {name:<18} {v}");
+        }
+    }
+    o
+}
+
+/// The same as JSON (`status --json`).
+pub fn to_json(s: Option<&Status>, pin_dir: &Path) -> Json {
+    let Some(s) = s else {
+        return obj([
+            ("attached", false.into()),
+            ("pin_dir", pin_dir.display().to_string().into()),
+        ]);
+    };
+    let programs = s
+        .programs
+        .iter()
+        .map(|p| {
+            obj([
+                ("id", p.id.into()),
+                ("type", prog_type::name(p.prog_type).into()),
+                ("name", p.name.clone().into()),
+                ("tag", p.tag.clone().into()),
+                ("map_ids", p.map_ids.clone().into()),
+                ("attached", p.attached.into()),
+                ("loaded_secs_ago", p.loaded_secs_ago.into()),
+                ("run_cnt", p.run_cnt.into()),
+            ])
+        })
+        .collect();
+    let maps = s
+        .maps
+        .iter()
+        .map(|m| {
+            obj([
+                ("id", m.id.into()),
+                ("type", map_type::name(m.map_type).into()),
+                ("name", m.name.clone().into()),
+                ("key_size", m.key_size.into()),
+                ("value_size", m.value_size.into()),
+                ("max_entries", m.max_entries.into()),
+                ("entries", m.entries.into()),
+            ])
+        })
+        .collect();
+    let counters = Json::Obj(
+        s.counters
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect(),
+    );
+    obj([
+        ("attached", s.attached().into()),
+        ("pin_dir", s.pin_dir.display().to_string().into()),
+        (
+            "cgroup",
+            obj([
+                (
+                    "path",
+                    s.cgroup.as_ref().map(|p| p.display().to_string()).into(),
+                ),
+                ("id", s.cgroup_id.into()),
+                ("attach_flags", s.cgroup_flags.map(flags_name).into()),
+                ("sock_ops_prog_ids", s.cgroup_programs.clone().into()),
+            ]),
+        ),
+        ("programs", Json::Arr(programs)),
+        ("maps", Json::Arr(maps)),
+        ("counters", counters),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_match_the_object() {
+        let obj = crate::elf::parse(crate::loader::RELEASE_OBJECT).unwrap();
+        let stats = &obj.maps[obj.map_index(STATS_MAP).unwrap()];
+        assert_eq!(stats.value_size as usize, COUNTER_NAMES.len() * 8);
+        // The BTF of struct counters lists the same fields in the same order.
+        let data = crate::loader::RELEASE_OBJECT;
+        let file = object::File::parse(data).unwrap();
+        use object::{Object as _, ObjectSection as _};
+        let btf =
+            crate::btf::Btf::parse(file.section_by_name(".BTF").unwrap().data().unwrap()).unwrap();
+        let names: Vec<&str> = btf
+            .struct_members("counters")
+            .unwrap()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, COUNTER_NAMES);
+    }
+}

@@ -1,0 +1,278 @@
+//! `rawload attach` end to end on the real kernel: the bypass (loopback
+//! counters stay flat), integrity (digests match), counters, Debian's bpftool
+//! agreeing with `rawload status`, and a clean detach.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rawload::json::Json;
+
+const MIB: u64 = 1 << 20;
+
+/// Waits until `bpftool prog show` lists exactly `expected` again: programs
+/// are freed shortly after the last socket holding them closes.
+fn wait_for_programs(expected: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = bpftool_prog_ids();
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leftover programs: before {expected:?}, now {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ids(status: &Json, key: &str) -> Vec<u64> {
+    status
+        .get(key)
+        .and_then(Json::as_array)
+        .unwrap()
+        .iter()
+        .map(|p| p.get("id").and_then(Json::as_u64).unwrap())
+        .collect()
+}
+
+/// Attach, move 64 MiB each way, check bypass + integrity + counters +
+/// bpftool, detach, move it again and check it crossed loopback.
+fn bypass_and_back(name: &str, listen: &str, connect: &str) {
+    let env = TestEnv::new(name);
+    let before = bpftool_prog_ids();
+    ok(env.attach(&[]));
+
+    let status = env.status_json();
+    assert_eq!(
+        status.get("attached").and_then(Json::as_bool),
+        Some(true),
+        "{}",
+        status.pretty()
+    );
+    let prog_ids = ids(&status, "programs");
+    let map_ids = ids(&status, "maps");
+    assert_eq!(prog_ids.len(), 2);
+
+    // Debian's bpftool sees the same programs, maps and cgroup attachment.
+    let listed = bpftool_prog_ids();
+    for id in &prog_ids {
+        assert!(
+            listed.contains(&(*id as u32)),
+            "bpftool prog show lacks {id}"
+        );
+    }
+    let cgroup_show = bpftool(&["cgroup", "show", &env.cgroup_arg()]);
+    let sock_ops_id = prog_ids[0].to_string();
+    assert!(
+        cgroup_show
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&sock_ops_id)
+                && l.contains("sock_ops")
+                && l.contains("multi")),
+        "bpftool cgroup show:\n{cgroup_show}"
+    );
+    let map_show = bpftool(&["map", "show"]);
+    for id in &map_ids {
+        assert!(
+            map_show.lines().any(|l| l.starts_with(&format!("{id}: "))),
+            "bpftool map show lacks {id}"
+        );
+    }
+
+    let redirected_before = env.counter("bytes_redirected");
+    let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
+    t.assert_intact();
+    let redirected = env.counter("bytes_redirected") - redirected_before;
+    let (c2s, s2c) = t.digests();
+    eprintln!(
+        "{name}: attached: payload {} B both ways, lo grew {} B ({:.4}% of payload), bytes_redirected +{}, digests c->s {c2s} s->c {s2c}",
+        t.payload,
+        t.lo_delta,
+        100.0 * t.lo_delta as f64 / t.payload as f64,
+        redirected
+    );
+    assert!(
+        t.lo_delta * 100 < t.payload,
+        "loopback grew {} B for {} B of payload: the bytes were not redirected",
+        t.lo_delta,
+        t.payload
+    );
+    assert_eq!(
+        redirected, t.payload,
+        "bytes_redirected must move by exactly the bytes sent"
+    );
+    assert_eq!(env.counter("msgs_missed"), 0);
+    assert!(env.counter("sockets_inserted") >= 2);
+
+    let out = ok(env.detach());
+    assert!(out.contains("detached"), "{out}");
+    assert!(!env.pin_dir.exists(), "the pin directory must be gone");
+    assert!(
+        bpftool(&["cgroup", "show", &env.cgroup_arg()])
+            .trim()
+            .is_empty(),
+        "bpftool still shows a program on the cgroup"
+    );
+    wait_for_programs(&before);
+
+    let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
+    t.assert_intact();
+    eprintln!(
+        "{name}: detached: payload {} B both ways, lo grew {} B ({:.2}x payload)",
+        t.payload,
+        t.lo_delta,
+        t.lo_delta as f64 / t.payload as f64
+    );
+    assert!(
+        t.lo_delta >= 2 * t.payload,
+        "after detach every byte must cross loopback (counted on RX and TX): grew {} B for {} B",
+        t.lo_delta,
+        t.payload
+    );
+}
+
+#[test]
+fn ipv4_loopback_is_redirected_and_detach_restores_tcp() {
+    bypass_and_back("v4", "127.0.0.1:0", "127.0.0.1");
+}
+
+#[test]
+fn ipv6_loopback_is_redirected_and_detach_restores_tcp() {
+    bypass_and_back("v6", "[::1]:0", "::1");
+}
+
+/// A server on `::` gets 127.0.0.1 clients as AF_INET6 sockets holding
+/// v4-mapped addresses; both ends must still find each other.
+#[test]
+fn dual_stack_listener_with_ipv4_client_is_redirected() {
+    bypass_and_back("dual", "[::]:0", "127.0.0.1");
+}
+
+#[test]
+fn attach_twice_and_detach_twice_leave_nothing_behind() {
+    let env = TestEnv::new("twice");
+    let before = bpftool_prog_ids();
+    ok(env.attach(&[]));
+    let again = ok(env.attach(&[]));
+    assert!(again.contains("already attached"), "{again}");
+
+    let status = env.status_json();
+    let on_cgroup: Vec<u64> = status
+        .get("cgroup")
+        .and_then(|c| c.get("sock_ops_prog_ids"))
+        .and_then(Json::as_array)
+        .unwrap()
+        .iter()
+        .filter_map(Json::as_u64)
+        .collect();
+    assert_eq!(
+        on_cgroup.len(),
+        1,
+        "a second attach must not stack programs: {on_cgroup:?}"
+    );
+
+    ok(env.detach());
+    let second = ok(env.detach());
+    assert!(second.contains("not attached"), "{second}");
+    wait_for_programs(&before);
+    assert!(!env.pin_dir.exists());
+}
+
+#[test]
+fn failed_attach_is_undone_and_a_later_attach_works() {
+    let env = TestEnv::new("failed");
+    let before = bpftool_prog_ids();
+    let bad = env.attach(&[
+        "--object",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/verifier_reject.o"
+        ),
+    ]);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("rawload: error: ")
+            && first.contains("verifier rejected sock_ops program 'bad_sockops'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("map_value_or_null"),
+        "the verifier log must be shown:\n{err}"
+    );
+    assert!(!env.pin_dir.exists(), "a failed attach must not leave pins");
+    assert!(
+        bpftool(&["cgroup", "show", &env.cgroup_arg()])
+            .trim()
+            .is_empty()
+    );
+    wait_for_programs(&before);
+
+    ok(env.attach(&[]));
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &[]);
+    t.assert_intact();
+    assert!(t.lo_delta * 100 < t.payload);
+    ok(env.detach());
+    wait_for_programs(&before);
+}
+
+/// An object written like the 2020 seeds (legacy `maps` section, 24-byte
+/// key, IPv4 only, 4-byte SOCKHASH value) loads with --object and redirects.
+#[test]
+fn seed_style_legacy_object_attaches_and_redirects() {
+    let env = TestEnv::new("legacy");
+    let before = bpftool_prog_ids();
+    let out = ok(env.attach(&[
+        "--object",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed_legacy.o"),
+    ]));
+    assert!(out.contains("bpf_sockops_v4"), "{out}");
+    let status = env.status_json();
+    assert_eq!(
+        status.get("attached").and_then(Json::as_bool),
+        Some(true),
+        "{}",
+        status.pretty()
+    );
+
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 16 * MIB, &[]);
+    t.assert_intact();
+    eprintln!(
+        "legacy object: payload {} B, lo grew {} B",
+        t.payload, t.lo_delta
+    );
+    assert!(t.lo_delta * 100 < t.payload, "lo grew {} B", t.lo_delta);
+    ok(env.detach());
+    wait_for_programs(&before);
+}
+
+/// `attach --debug` loads the object that prints trace lines, and
+/// `rawload trace` streams them from tracefs.
+#[test]
+fn debug_object_trace_lines_are_streamed() {
+    let env = TestEnv::new("trace");
+    ok(env.attach(&["--debug"]));
+    let tracer = std::process::Command::new(RAWLOAD)
+        .args(["trace", "--lines", "3", "--timeout", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting rawload trace");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", MIB, &[]);
+    t.assert_intact();
+    let out = tracer.wait_with_output().expect("rawload trace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().all(|l| l.contains("rawload: ")), "{text}");
+    assert!(
+        text.contains("rawload: insert") || text.contains("rawload: redirect"),
+        "{text}"
+    );
+    ok(env.detach());
+}
