@@ -11,19 +11,20 @@ use rawload::json::Json;
 
 const MIB: u64 = 1 << 20;
 
-/// Waits until `bpftool prog show` lists exactly `expected` again: programs
-/// are freed shortly after the last socket holding them closes.
-fn wait_for_programs(expected: &[u32]) {
+/// Waits until every program `bpftool prog show` lists was already there
+/// before the test: programs are freed shortly after the last socket holding
+/// them closes. (Programs of an earlier test may vanish meanwhile.)
+fn wait_for_programs(before: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = bpftool_prog_ids();
-        if now == expected {
+        let new: Vec<u32> = bpftool_prog_ids()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        if new.is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "leftover programs: before {expected:?}, now {now:?}"
-        );
+        assert!(Instant::now() < deadline, "programs left behind: {new:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
