@@ -22,7 +22,8 @@ BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v2 -Wall -Werror \
 # Where `make bpf` writes; check-prebuilt points it at a scratch directory.
 BPF_OUT     ?= .
 BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
-               tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o
+               tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o \
+               tests/fixtures/globals.o
 
 APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev
 
@@ -57,6 +58,11 @@ $(BPF_OUT)/tests/fixtures/seed_legacy.o: tests/fixtures/seed_legacy.c
 	$(LLVM_STRIP) -g $@
 
 $(BPF_OUT)/tests/fixtures/verifier_reject.o: tests/fixtures/verifier_reject.c bpf-src/helpers.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+$(BPF_OUT)/tests/fixtures/globals.o: tests/fixtures/globals.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	$(LLVM_STRIP) -g $@

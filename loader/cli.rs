@@ -312,19 +312,30 @@ fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {
 
 fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
     let st = status::read(&s.pin.pin_dir)?;
+    let others = match &st {
+        Some(_) => Vec::new(),
+        None => status::other_rawload_programs(&[])?,
+    };
     if s.json {
-        out(&format!(
-            "{}\n",
-            status::to_json(st.as_ref(), &s.pin.pin_dir).pretty()
-        ))?;
+        let json = status::to_json(st.as_ref(), &s.pin.pin_dir, &others);
+        out(&format!("{}\n", json.pretty()))?;
         return Ok(ExitCode::SUCCESS);
     }
     match st {
         Some(st) => out(&status::render(&st))?,
-        None => out(&format!(
-            "rawload is not attached (no pins in {})\n",
-            s.pin.pin_dir.display()
-        ))?,
+        None => {
+            let mut text = format!(
+                "rawload is not attached (no pins in {})\n",
+                s.pin.pin_dir.display()
+            );
+            if !others.is_empty() {
+                text.push_str(&format!(
+                    "still loaded: {} (held by connections opened while it was attached, or by another --pin-dir)\n",
+                    status::others_text(&others)
+                ));
+            }
+            out(&text)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -34,9 +34,10 @@ pub const SOCK_OPS_PIN: &str = "prog_sockops";
 pub const SK_MSG_PIN: &str = "prog_sk_msg";
 pub const RECORD_PIN: &str = "state";
 
-/// The pin name of a map: `map_` + its name without leading dots.
+/// The pin name of a map: `map_` + its name, dots dropped or replaced,
+/// because bpffs refuses names containing '.' (it keeps them for itself).
 pub fn map_pin_name(map_name: &str) -> String {
-    format!("map_{}", map_name.trim_start_matches('.'))
+    format!("map_{}", map_name.trim_start_matches('.').replace('.', "_"))
 }
 
 fn is_ours(name: &str) -> bool {
@@ -51,6 +52,14 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or_else(|| Path::new("/"));
+    if let Ok(new_part) = dir.strip_prefix(existing) {
+        if new_part.as_os_str().as_bytes().contains(&b'.') {
+            bail!(
+                "pin directory {} has a '.' in a name that would be created; bpffs does not allow that",
+                dir.display()
+            );
+        }
+    }
     if is_bpffs(existing) {
         return Ok(());
     }
@@ -290,6 +299,7 @@ mod tests {
     #[test]
     fn pin_names() {
         assert_eq!(map_pin_name(".rodata"), "map_rodata");
+        assert_eq!(map_pin_name(".rodata.str1.1"), "map_rodata_str1_1");
         assert_eq!(map_pin_name("rawload_socks"), "map_rawload_socks");
         assert!(is_ours("prog_sockops") && is_ours("state") && !is_ours("other"));
     }

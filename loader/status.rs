@@ -69,13 +69,16 @@ pub struct Status {
     pub pin_dir: PathBuf,
     pub cgroup: Option<PathBuf>,
     pub cgroup_id: Option<u64>,
-    /// Attach flags of the cgroup's sock_ops hook and every program there.
+    /// Attach flags of the cgroup's sock_ops hook and every program there
+    /// (id and name, ours or not).
     pub cgroup_flags: Option<u32>,
-    pub cgroup_programs: Vec<u32>,
+    pub cgroup_programs: Vec<(u32, String)>,
     pub programs: Vec<ProgStatus>,
     pub maps: Vec<MapStatus>,
     /// The counters summed over CPUs, if the object has them.
     pub counters: Vec<(String, u64)>,
+    /// Other rawload programs still loaded on this host.
+    pub others: Vec<(u32, String)>,
 }
 
 impl Status {
@@ -96,6 +99,34 @@ impl Status {
             .iter()
             .find(|m| matches!(m.map_type, map_type::SOCKHASH | map_type::SOCKMAP))
     }
+}
+
+/// The name of a loaded program, by id (`BPF_PROG_GET_FD_BY_ID`).
+fn prog_name(id: u32) -> Result<Option<String>> {
+    let Some(fd) = sys::prog_fd_by_id(id)? else {
+        return Ok(None);
+    };
+    Ok(Some(sys::cstr_field(&sys::prog_info(fd.as_fd())?.0.name)))
+}
+
+/// rawload programs loaded on this host other than `except`: after a detach
+/// or a re-attach, connections opened earlier keep their programs alive
+/// until they close; another --pin-dir may hold more.
+pub fn other_rawload_programs(except: &[u32]) -> Result<Vec<(u32, String)>> {
+    let mut found = Vec::new();
+    let mut id = 0;
+    while let Some(next) = sys::prog_next_id(id).context("listing loaded programs")? {
+        id = next;
+        if except.contains(&id) {
+            continue;
+        }
+        if let Some(name) = prog_name(id)? {
+            if name.starts_with("rawload_") {
+                found.push((id, name));
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn uptime_secs() -> Option<f64> {
@@ -127,13 +158,17 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
     let cgroup = record
         .as_ref()
         .and_then(|r| Cgroup::open(&r.cgroup).ok().filter(|c| c.id == r.cgroup_id));
-    let (cgroup_flags, cgroup_programs) = match &cgroup {
+    let (cgroup_flags, cgroup_ids) = match &cgroup {
         Some(c) => {
             let (flags, ids) = c.sock_ops_programs()?;
             (Some(flags), ids)
         }
         None => (None, Vec::new()),
     };
+    let mut cgroup_programs = Vec::new();
+    for id in cgroup_ids {
+        cgroup_programs.push((id, prog_name(id)?.unwrap_or_default()));
+    }
 
     let mut maps = Vec::new();
     let mut socket_map = None;
@@ -166,7 +201,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
         let (info, map_ids) =
             sys::prog_info(fd.as_fd()).with_context(|| format!("reading {pin}"))?;
         let attached = match info.prog_type {
-            prog_type::SOCK_OPS => Some(cgroup_programs.contains(&info.id)),
+            prog_type::SOCK_OPS => Some(cgroup_programs.iter().any(|(id, _)| *id == info.id)),
             // The kernel can list a sockmap's programs only since 5.19.
             _ => socket_map
                 .as_ref()
@@ -186,7 +221,10 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
         });
     }
 
+    let ours: Vec<u32> = programs.iter().map(|p| p.id).collect();
+    let others = other_rawload_programs(&ours)?;
     Ok(Some(Status {
+        others,
         pin_dir: pin_dir.to_path_buf(),
         cgroup: record.as_ref().map(|r| r.cgroup.clone()),
         cgroup_id: cgroup.as_ref().map(|c| c.id),
@@ -246,10 +284,7 @@ pub fn render(s: &Status) -> String {
                 s.cgroup_flags.map_or("?", flags_name),
                 s.cgroup_programs
                     .iter()
-                    .map(|id| {
-                        let ours = s.programs.iter().any(|p| p.id == *id);
-                        format!("{id}{}", if ours { " (rawload)" } else { "" })
-                    })
+                    .map(|(id, name)| format!("{id} {name}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -304,6 +339,13 @@ pub fn render(s: &Status) -> String {
             m.max_entries
         );
     }
+    if !s.others.is_empty() {
+        let _ = writeln!(
+            o,
+            "also loaded: {} (held by connections opened before a detach, or by another --pin-dir)",
+            others_text(&s.others)
+        );
+    }
     if !s.counters.is_empty() {
         let _ = writeln!(o, "counters (all CPUs)");
         for (name, v) in &s.counters {
@@ -313,12 +355,31 @@ pub fn render(s: &Status) -> String {
     o
 }
 
-/// The same as JSON (`status --json`).
-pub fn to_json(s: Option<&Status>, pin_dir: &Path) -> Json {
+/// "12 rawload_sockops, 13 rawload_sk_msg"
+pub fn others_text(others: &[(u32, String)]) -> String {
+    others
+        .iter()
+        .map(|(id, name)| format!("{id} {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn programs_json(list: &[(u32, String)]) -> Json {
+    Json::Arr(
+        list.iter()
+            .map(|(id, name)| obj([("id", (*id).into()), ("name", name.clone().into())]))
+            .collect(),
+    )
+}
+
+/// The same as JSON (`status --json`). `others` are rawload programs loaded
+/// without an attachment in `pin_dir` (used when nothing is attached).
+pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> Json {
     let Some(s) = s else {
         return obj([
             ("attached", false.into()),
             ("pin_dir", pin_dir.display().to_string().into()),
+            ("other_rawload_programs", programs_json(others)),
         ]);
     };
     let programs = s
@@ -370,12 +431,13 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path) -> Json {
                 ),
                 ("id", s.cgroup_id.into()),
                 ("attach_flags", s.cgroup_flags.map(flags_name).into()),
-                ("sock_ops_prog_ids", s.cgroup_programs.clone().into()),
+                ("sock_ops_programs", programs_json(&s.cgroup_programs)),
             ]),
         ),
         ("programs", Json::Arr(programs)),
         ("maps", Json::Arr(maps)),
         ("counters", counters),
+        ("other_rawload_programs", programs_json(&s.others)),
     ])
 }
 

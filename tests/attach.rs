@@ -163,11 +163,11 @@ fn attach_twice_and_detach_twice_leave_nothing_behind() {
     let status = env.status_json();
     let on_cgroup: Vec<u64> = status
         .get("cgroup")
-        .and_then(|c| c.get("sock_ops_prog_ids"))
+        .and_then(|c| c.get("sock_ops_programs"))
         .and_then(Json::as_array)
         .unwrap()
         .iter()
-        .filter_map(Json::as_u64)
+        .filter_map(|p| p.get("id").and_then(Json::as_u64))
         .collect();
     assert_eq!(
         on_cgroup.len(),
@@ -274,6 +274,84 @@ fn debug_object_trace_lines_are_streamed() {
     assert!(
         text.contains("rawload: insert") || text.contains("rawload: redirect"),
         "{text}"
+    );
+    ok(env.detach());
+}
+
+/// `--ports`: only connections with an allowed port are redirected; the
+/// others stay on TCP and are counted as skipped.
+#[test]
+fn port_policy_limits_redirection() {
+    let env = TestEnv::new("ports");
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (allowed, other) = (free_port(), free_port());
+    ok(env.attach(&["--ports", &allowed.to_string()]));
+
+    let t = transfer(
+        &env.cgroup,
+        &format!("127.0.0.1:{allowed}"),
+        "127.0.0.1",
+        8 * MIB,
+        &[],
+    );
+    t.assert_intact();
+    assert!(
+        t.lo_delta * 100 < t.payload,
+        "allowed port: lo grew {} B",
+        t.lo_delta
+    );
+
+    let skipped = env.counter("skipped_port");
+    let t = transfer(
+        &env.cgroup,
+        &format!("127.0.0.1:{other}"),
+        "127.0.0.1",
+        8 * MIB,
+        &[],
+    );
+    t.assert_intact();
+    assert!(
+        t.lo_delta >= 2 * t.payload,
+        "other port: lo grew {} B",
+        t.lo_delta
+    );
+    assert_eq!(
+        env.counter("skipped_port") - skipped,
+        2,
+        "both sockets skipped"
+    );
+    ok(env.detach());
+}
+
+/// An object using .data, .bss, .rodata and .rodata.str1.1: each becomes an
+/// array map the programs address directly, and their values are readable
+/// through the pins afterwards.
+#[test]
+fn global_data_object_attaches_and_counts() {
+    use rawload::maps::Map;
+    let env = TestEnv::new("globals");
+    ok(env.attach(&[
+        "--object",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/globals.o"),
+    ]));
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &[]);
+    t.assert_intact();
+    assert!(t.lo_delta * 100 < t.payload, "lo grew {} B", t.lo_delta);
+
+    let read_u64 = |pin: &str| -> u64 {
+        let path = std::ffi::CString::new(env.pin_dir.join(pin).display().to_string()).unwrap();
+        let map = Map::from_fd(rawload::sys::obj_get(&path).unwrap()).unwrap();
+        let value = map.lookup(&0u32.to_ne_bytes()).unwrap().unwrap();
+        u64::from_ne_bytes(value[..8].try_into().unwrap())
+    };
+    assert_eq!(read_u64("map_bss"), 2, "both sockets counted in .bss");
+    let redirected = read_u64("map_data");
+    assert!(
+        redirected > 7,
+        ".data started at 7 and counts redirects: {redirected}"
     );
     ok(env.detach());
 }

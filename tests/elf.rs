@@ -287,3 +287,35 @@ fn a_call_into_the_void_is_an_error() {
     b[at..at + 4].copy_from_slice(&1000i32.to_le_bytes());
     expect_error(&b, "not the start of a function");
 }
+
+#[test]
+fn every_kind_of_global_data_becomes_a_map() {
+    use rawload::sys::BPF_F_RDONLY_PROG;
+    let obj = elf::parse(include_bytes!("fixtures/globals.o")).unwrap();
+    let data = |name: &str| {
+        let m = &obj.maps[obj
+            .map_index(name)
+            .unwrap_or_else(|| panic!("no map {name}"))];
+        let MapOrigin::Data { init, .. } = &m.origin else {
+            panic!("{name} is not data")
+        };
+        (
+            m.map_type,
+            m.key_size,
+            m.value_size,
+            m.max_entries,
+            m.flags,
+            init.clone(),
+        )
+    };
+    assert_eq!(data(".bss"), (map_type::ARRAY, 4, 8, 1, 0, vec![0; 8]));
+    assert_eq!(
+        data(".data"),
+        (map_type::ARRAY, 4, 8, 1, 0, 7u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(data(".rodata").4, BPF_F_RDONLY_PROG);
+    let (.., init) = data(".rodata.str1.1");
+    assert_eq!(&init[..], b"globals: miss\n\0");
+    assert_eq!(obj.global("enabled").unwrap().1.size, 4);
+    assert_eq!(obj.global("inserted").unwrap().1.offset, 0);
+}

@@ -169,3 +169,25 @@ fn unprivileged_users_are_told_to_use_sudo() {
     }
     assert_untouched(&env);
 }
+
+/// No bpffs at /sys/fs/bpf and no right to mount one: in a private mount
+/// namespace without bpffs, with CAP_SYS_ADMIN dropped (CAP_BPF and
+/// CAP_NET_ADMIN kept, so loading itself would be allowed).
+#[test]
+fn missing_bpffs_that_cannot_be_mounted_is_reported() {
+    let env = TestEnv::new("nobpffs");
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; exec setpriv --bounding-set -sys_admin --inh-caps=-sys_admin -- {RAWLOAD} attach --cgroup {} --pin-dir {}",
+        env.cgroup_arg(),
+        env.pin_arg()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    assert_one_line_error(
+        &out,
+        "bpffs is not mounted at /sys/fs/bpf and mounting it failed",
+    );
+    assert_untouched(&env);
+}

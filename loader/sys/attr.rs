@@ -32,9 +32,7 @@ pub mod cmd {
     pub const PROG_ATTACH: u32 = 8;
     pub const PROG_DETACH: u32 = 9;
     pub const PROG_GET_NEXT_ID: u32 = 11;
-    pub const MAP_GET_NEXT_ID: u32 = 12;
     pub const PROG_GET_FD_BY_ID: u32 = 13;
-    pub const MAP_GET_FD_BY_ID: u32 = 14;
     pub const OBJ_GET_INFO_BY_FD: u32 = 15;
     pub const PROG_QUERY: u32 = 16;
     pub const MAP_FREEZE: u32 = 22;
@@ -53,9 +51,7 @@ pub mod cmd {
             PROG_ATTACH => "BPF_PROG_ATTACH",
             PROG_DETACH => "BPF_PROG_DETACH",
             PROG_GET_NEXT_ID => "BPF_PROG_GET_NEXT_ID",
-            MAP_GET_NEXT_ID => "BPF_MAP_GET_NEXT_ID",
             PROG_GET_FD_BY_ID => "BPF_PROG_GET_FD_BY_ID",
-            MAP_GET_FD_BY_ID => "BPF_MAP_GET_FD_BY_ID",
             OBJ_GET_INFO_BY_FD => "BPF_OBJ_GET_INFO_BY_FD",
             PROG_QUERY => "BPF_PROG_QUERY",
             MAP_FREEZE => "BPF_MAP_FREEZE",
@@ -137,8 +133,8 @@ pub struct ProgAttach {
     pub replace_bpf_fd: u32,
 }
 
-/// `BPF_PROG_GET_NEXT_ID`, `BPF_MAP_GET_NEXT_ID` (`id` = start_id) and
-/// `BPF_PROG_GET_FD_BY_ID`, `BPF_MAP_GET_FD_BY_ID` (`id` = prog_id/map_id).
+/// `BPF_PROG_GET_NEXT_ID` (`id` = start_id) and `BPF_PROG_GET_FD_BY_ID`
+/// (`id` = prog_id).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct GetId {

@@ -33,13 +33,7 @@ pub struct SysError {
 
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} failed: {} ({})",
-            self.cmd,
-            self.errno.desc(),
-            self.errno
-        )
+        write!(f, "{} failed: {}", self.cmd, self.errno)
     }
 }
 
@@ -537,11 +531,6 @@ pub fn prog_next_id(start: u32) -> SysResult<Option<u32>> {
     next_id(cmd::PROG_GET_NEXT_ID, start)
 }
 
-/// `BPF_MAP_GET_NEXT_ID`.
-pub fn map_next_id(start: u32) -> SysResult<Option<u32>> {
-    next_id(cmd::MAP_GET_NEXT_ID, start)
-}
-
 fn fd_by_id(command: u32, id: u32) -> SysResult<Option<OwnedFd>> {
     let mut a = attr::GetId {
         id,
@@ -558,11 +547,6 @@ fn fd_by_id(command: u32, id: u32) -> SysResult<Option<OwnedFd>> {
 /// `BPF_PROG_GET_FD_BY_ID`.
 pub fn prog_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
     fd_by_id(cmd::PROG_GET_FD_BY_ID, id)
-}
-
-/// `BPF_MAP_GET_FD_BY_ID`.
-pub fn map_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
-    fd_by_id(cmd::MAP_GET_FD_BY_ID, id)
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` for a program, with the ids of the maps it uses.
