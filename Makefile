@@ -25,9 +25,10 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o \
                tests/fixtures/globals.o
 
-APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev
+APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev \
+                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux
 
-.PHONY: all rawload test lint unit integration bpf check-prebuilt test-deps clean
+.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix clean
 
 all: rawload
 
@@ -94,10 +95,17 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Kernel tests attach real programs; they must run as root and one at a time
-# (they share the machine's loopback counters).
+# (they share the machine's loopback counters). The host kernel is one row of
+# the kernel matrix; the others boot under qemu.
 test: test-deps lint check-prebuilt
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
 	$(CARGO) test --locked -- --test-threads=1
+	$(MAKE) --no-print-directory kernel-matrix
+
+# Debian's 5.10, 6.1 and 6.12 kernels under qemu, each running rawload
+# doctor + selftest (tests/vm/). Kernels are cached in .cache/kernels.
+kernel-matrix: test-deps rawload
+	tests/vm/kernel-matrix.sh
 
 clean:
 	$(CARGO) clean

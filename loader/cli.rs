@@ -13,12 +13,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::attach;
+use crate::doctor;
 use crate::json::Json;
 use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, ObjectSource};
 use crate::pin::DEFAULT_PIN_DIR;
 use crate::policy::PortSet;
 use crate::probe::Memlock;
 use crate::programs::VerifierError;
+use crate::selftest;
 use crate::status;
 use crate::trace;
 use crate::traffic::{self, PeerConfig};
@@ -45,6 +47,10 @@ enum Command {
     Status(StatusArgs),
     /// Stream the trace lines of an `attach --debug` object (until Ctrl-C)
     Trace(TraceArgs),
+    /// Which kernel features are present, and what to fix (exit 1 if unusable)
+    Doctor,
+    /// Prove in a private cgroup that bytes are redirected and intact, then detach
+    Selftest(SelftestArgs),
     /// Generate and verify TCP traffic (used by the tests and the kernel matrix)
     #[command(hide = true, subcommand)]
     Peer(PeerCommand),
@@ -104,6 +110,16 @@ struct TraceArgs {
     /// Stop after this many seconds
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+}
+
+#[derive(Args)]
+struct SelftestArgs {
+    /// Payload per transfer and direction (suffixes K, M, G)
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    bytes: u64,
+    /// eBPF object to test instead of the embedded one
+    #[arg(long, value_name = "FILE")]
+    object: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +229,26 @@ fn run(command: Command) -> Result<ExitCode> {
             let mut stdout = std::io::stdout();
             trace::stream(&mut stdout, t.lines, t.timeout.map(Duration::from_secs))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let checks = doctor::checks();
+            out(&doctor::render(&checks))?;
+            Ok(if doctor::usable(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Selftest(a) => {
+            let object = a
+                .object
+                .map_or(ObjectSource::Embedded { debug: false }, ObjectSource::File);
+            let passed = selftest::run(&object, a.bytes, &mut std::io::stdout())?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Peer(p) => peer_cmd(p),
     }

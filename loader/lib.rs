@@ -27,12 +27,14 @@
 //! | [`probe`], [`policy`] | kernel feature probes; addresses and ports to accelerate |
 //! | [`loader`] | `attach` / `detach`: the pipeline, in order, with undo |
 //! | [`status`], [`trace`] | reading back what is attached; trace lines |
+//! | [`doctor`], [`selftest`] | what the kernel offers; an end-to-end proof on this host |
 //! | [`traffic`], [`json`] | verifiable test traffic; JSON without dependencies |
 //! | [`cli`]    | the command line |
 
 pub mod attach;
 pub mod btf;
 pub mod cli;
+pub mod doctor;
 pub mod elf;
 pub mod insn;
 pub mod json;
@@ -44,6 +46,7 @@ pub mod policy;
 pub mod probe;
 pub mod programs;
 pub mod reloc;
+pub mod selftest;
 pub mod status;
 pub mod sys;
 pub mod trace;

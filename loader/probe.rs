@@ -15,6 +15,9 @@ use crate::sys::{self, ProgLoadArgs, prog_type};
 
 /// `BPF_FUNC_get_netns_cookie`.
 const HELPER_GET_NETNS_COOKIE: i32 = 122;
+/// `BPF_FUNC_ktime_get_coarse_ns` (5.11), the same release that moved BPF
+/// memory from RLIMIT_MEMLOCK to memory cgroup accounting (libbpf's probe).
+const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
 
 const GPL: &CStr = c"GPL";
 
@@ -71,6 +74,34 @@ fn loads(prog_type: u32, helper: Option<i32>) -> Result<bool, Errno> {
 pub fn netns_cookie() -> Result<bool, Errno> {
     Ok(loads(prog_type::SOCK_OPS, Some(HELPER_GET_NETNS_COOKIE))?
         && loads(prog_type::SK_MSG, Some(HELPER_GET_NETNS_COOKIE))?)
+}
+
+/// Whether a program of `prog_type` without helper calls loads: the kernel
+/// knows the program type.
+pub fn program_type(prog_type: u32) -> Result<bool, Errno> {
+    loads(prog_type, None)
+}
+
+/// Whether BPF memory is charged to memory cgroups (5.11+) rather than to
+/// `RLIMIT_MEMLOCK`.
+pub fn memcg_accounting() -> Result<bool, Errno> {
+    loads(prog_type::SOCKET_FILTER, Some(HELPER_KTIME_GET_COARSE_NS))
+}
+
+/// Whether a map of `map_type` with these sizes can be created.
+pub fn map_type(map_type: u32, key_size: u32, value_size: u32) -> Result<bool, Errno> {
+    match sys::MapFd::create(&sys::MapCreateArgs {
+        map_type,
+        key_size,
+        value_size,
+        max_entries: 1,
+        flags: 0,
+        name: "rawload_probe",
+    }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno == Errno::EINVAL => Ok(false),
+        Err(e) => Err(e.errno),
+    }
 }
 
 /// What raising `RLIMIT_MEMLOCK` gave.

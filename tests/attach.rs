@@ -85,7 +85,7 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
 
     let redirected_before = env.counter("bytes_redirected");
     let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     let redirected = env.counter("bytes_redirected") - redirected_before;
     let (c2s, s2c) = t.digests();
     eprintln!(
@@ -120,7 +120,7 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
     wait_for_programs(&before);
 
     let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     eprintln!(
         "{name}: detached: payload {} B both ways, lo grew {} B ({:.2}x payload)",
         t.payload,
@@ -215,7 +215,7 @@ fn failed_attach_is_undone_and_a_later_attach_works() {
 
     ok(env.attach(&[]));
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     assert!(t.lo_delta * 100 < t.payload);
     ok(env.detach());
     wait_for_programs(&before);
@@ -241,7 +241,7 @@ fn seed_style_legacy_object_attaches_and_redirects() {
     );
 
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 16 * MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     eprintln!(
         "legacy object: payload {} B, lo grew {} B",
         t.payload, t.lo_delta
@@ -264,7 +264,7 @@ fn debug_object_trace_lines_are_streamed() {
         .expect("starting rawload trace");
     std::thread::sleep(Duration::from_millis(300));
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     let out = tracer.wait_with_output().expect("rawload trace");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -297,7 +297,7 @@ fn port_policy_limits_redirection() {
         8 * MIB,
         &[],
     );
-    t.assert_intact();
+    assert_intact(&t);
     assert!(
         t.lo_delta * 100 < t.payload,
         "allowed port: lo grew {} B",
@@ -312,7 +312,7 @@ fn port_policy_limits_redirection() {
         8 * MIB,
         &[],
     );
-    t.assert_intact();
+    assert_intact(&t);
     assert!(
         t.lo_delta >= 2 * t.payload,
         "other port: lo grew {} B",
@@ -338,7 +338,7 @@ fn global_data_object_attaches_and_counts() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/globals.o"),
     ]));
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &[]);
-    t.assert_intact();
+    assert_intact(&t);
     assert!(t.lo_delta * 100 < t.payload, "lo grew {} B", t.lo_delta);
 
     let read_u64 = |pin: &str| -> u64 {

@@ -8,13 +8,11 @@
 //! - traffic stays on loopback, and every wait is bounded.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rawload::json::Json;
 
@@ -161,105 +159,10 @@ pub fn ok(o: Output) -> String {
     stdout(&o)
 }
 
-/// Loopback RX + TX bytes from /proc/net/dev.
-pub fn lo_bytes() -> u64 {
-    let dev = std::fs::read_to_string("/proc/net/dev").expect("/proc/net/dev");
-    let line = dev
-        .lines()
-        .find(|l| l.trim_start().starts_with("lo:"))
-        .expect("a lo line");
-    let fields: Vec<u64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|f| f.parse().unwrap())
-        .collect();
-    fields[0] + fields[8]
-}
+pub use rawload::traffic::Transfer;
 
-/// Kills a child on drop if it is still running (it is ours).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_with_timeout(child: &mut Reaped, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.0.try_wait().expect("waiting for a peer") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a traffic peer did not finish within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The result of one verified transfer.
-pub struct Transfer {
-    pub client: Json,
-    pub server: Json,
-    /// Growth of the loopback RX+TX byte counters during the transfer.
-    pub lo_delta: u64,
-    /// Payload bytes moved in both directions together (headers included).
-    pub payload: u64,
-}
-
-impl Transfer {
-    /// Same bytes arrived as were sent, both ways, with nothing wrong.
-    pub fn assert_intact(&self) {
-        for side in [&self.client, &self.server] {
-            assert_eq!(
-                side.get("bad_bytes").and_then(Json::as_u64),
-                Some(0),
-                "corrupted bytes: {side}"
-            );
-            assert_eq!(
-                side.get("errors")
-                    .and_then(Json::as_array)
-                    .map(<[Json]>::len),
-                Some(0),
-                "errors: {side}"
-            );
-        }
-        let field = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).unwrap_or("").to_string();
-        assert_eq!(
-            field(&self.client, "sent_digest"),
-            field(&self.server, "recv_digest")
-        );
-        assert_eq!(
-            field(&self.server, "sent_digest"),
-            field(&self.client, "recv_digest")
-        );
-        let sent = |v: &Json| v.get("bytes_sent").and_then(Json::as_u64).unwrap();
-        let recv = |v: &Json| v.get("bytes_received").and_then(Json::as_u64).unwrap();
-        assert_eq!(sent(&self.client), recv(&self.server));
-        assert_eq!(sent(&self.server), recv(&self.client));
-    }
-
-    pub fn digests(&self) -> (String, String) {
-        let d = |v: &Json| {
-            v.get("sent_digest")
-                .and_then(Json::as_str)
-                .unwrap()
-                .to_string()
-        };
-        (d(&self.client), d(&self.server))
-    }
-}
-
-/// Runs `rawload peer serve` on `listen` and `rawload peer connect` to
-/// `connect_host` (port taken from the server), both inside `cgroup`, with
-/// `bytes` of payload each way per connection.
+/// A verified transfer between two peer processes in `cgroup` (see
+/// `rawload::traffic::run_pair`); panics if it cannot run at all.
 pub fn transfer(
     cgroup: &Path,
     listen: &str,
@@ -267,72 +170,26 @@ pub fn transfer(
     bytes: u64,
     extra: &[&str],
 ) -> Transfer {
-    let size = bytes.to_string();
-    let cg = cgroup.display().to_string();
-    let lo_before = lo_bytes();
-    let mut server_args = vec![
-        "peer", "serve", "--listen", listen, "--bytes", &size, "--cgroup", &cg,
-    ];
-    server_args.extend_from_slice(extra);
-    let mut server = Reaped(
-        Command::new(RAWLOAD)
-            .args(&server_args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the server peer"),
+    rawload::traffic::run_pair(
+        Path::new(RAWLOAD),
+        cgroup,
+        listen,
+        connect_host,
+        bytes,
+        extra,
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("transfer {listen} <- {connect_host}: {e:#}"))
+}
+
+/// Asserts that the transfer arrived intact both ways.
+pub fn assert_intact(t: &Transfer) {
+    let problems = t.problems();
+    assert!(
+        problems.is_empty(),
+        "transfer not intact:\n{}",
+        problems.join("\n")
     );
-    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("server output").expect("server output");
-    let bound: SocketAddr = first
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("unexpected server output {first:?}"))
-        .parse()
-        .unwrap();
-    let to = if connect_host.contains(':') {
-        format!("[{connect_host}]:{}", bound.port())
-    } else {
-        format!("{connect_host}:{}", bound.port())
-    };
-    let mut client_args = vec![
-        "peer", "connect", "--to", &to, "--bytes", &size, "--cgroup", &cg,
-    ];
-    client_args.extend_from_slice(extra);
-    let mut client = Reaped(
-        Command::new(RAWLOAD)
-            .args(&client_args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the client peer"),
-    );
-    let client_out = client.0.stdout.take().unwrap();
-    wait_with_timeout(&mut client, Duration::from_secs(300));
-    wait_with_timeout(&mut server, Duration::from_secs(60));
-    let lo_delta = lo_bytes() - lo_before;
-    let last = |lines: Vec<String>| -> Json {
-        let line = lines.into_iter().last().expect("a report line");
-        Json::parse(&line).unwrap_or_else(|e| panic!("bad report {line:?}: {e}"))
-    };
-    let server_json = last(lines.map(Result::unwrap).collect());
-    let client_json = last(
-        BufReader::new(client_out)
-            .lines()
-            .map(Result::unwrap)
-            .collect(),
-    );
-    let payload = client_json
-        .get("bytes_sent")
-        .and_then(Json::as_u64)
-        .unwrap_or(0)
-        + server_json
-            .get("bytes_sent")
-            .and_then(Json::as_u64)
-            .unwrap_or(0);
-    Transfer {
-        client: client_json,
-        server: server_json,
-        lo_delta,
-        payload,
-    }
 }
 
 /// Program ids `bpftool prog show` lists (Debian's bpftool, an independent

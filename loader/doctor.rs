@@ -1,0 +1,249 @@
+//! `rawload doctor`: what this kernel offers, what is missing, how to fix it.
+//!
+//! Every answer comes from asking the kernel (a feature probe: load the
+//! smallest program or create the smallest map that needs the feature), not
+//! from the version number: distribution kernels backport features.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+
+use crate::attach;
+use crate::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
+use crate::probe;
+use crate::status;
+use crate::sys::{map_type, prog_type};
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Works, with a caveat.
+    Note,
+    /// rawload cannot work without it.
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn check(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        verdict,
+        detail: detail.into(),
+    }
+}
+
+/// "5.10.0-32-cloud-amd64 (Debian 5.10.223-1)".
+pub fn kernel_version() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version = std::fs::read_to_string("/proc/version").unwrap_or_default();
+    // Debian puts the real upstream version at the end: "... Debian 5.10.223-1 (2024-08-10)".
+    let debian = version
+        .split_once(" Debian ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .map(|v| format!(" (Debian {v})"))
+        .unwrap_or_default();
+    format!("{}{debian}", release.trim())
+}
+
+fn probe_result(r: Result<bool, Errno>, ok: &str, missing: &str) -> (Verdict, String) {
+    match r {
+        Ok(true) => (Verdict::Ok, ok.to_string()),
+        Ok(false) => (Verdict::Missing, missing.to_string()),
+        Err(Errno::EPERM) => (Verdict::Missing, "not permitted: run as root".to_string()),
+        Err(e) => (Verdict::Missing, format!("probe failed: {}", e.desc())),
+    }
+}
+
+fn capabilities() -> Check {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    let names = [
+        (21, "CAP_SYS_ADMIN"),
+        (39, "CAP_BPF"),
+        (12, "CAP_NET_ADMIN"),
+        (38, "CAP_PERFMON"),
+    ];
+    let have: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| caps & (1 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    match crate::loader::require_privileges("") {
+        Ok(()) => check("capabilities", Verdict::Ok, have.join(" ")),
+        Err(_) => check(
+            "capabilities",
+            Verdict::Missing,
+            format!(
+                "have [{}]; need CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN: run with sudo",
+                have.join(" ")
+            ),
+        ),
+    }
+}
+
+/// Runs every check.
+pub fn checks() -> Vec<Check> {
+    let mut out = vec![
+        check("kernel", Verdict::Ok, kernel_version()),
+        capabilities(),
+    ];
+    let privileged = out[1].verdict == Verdict::Ok;
+
+    let bpf = probe::map_type(map_type::ARRAY, 4, 4);
+    let bpf_ok = matches!(bpf, Ok(true));
+    let (v, d) = match bpf {
+        Err(Errno::ENOSYS) => (
+            Verdict::Missing,
+            "the kernel has no bpf(2) (CONFIG_BPF_SYSCALL)".into(),
+        ),
+        r => probe_result(r, "bpf(2) works", "bpf(2) refused an array map"),
+    };
+    out.push(check("bpf syscall", v, d));
+
+    if bpf_ok {
+        let (v, d) = probe_result(
+            probe::map_type(map_type::SOCKHASH, 4, 8),
+            "BPF_MAP_TYPE_SOCKHASH with 8-byte values",
+            "no SOCKHASH (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG, 4.18+)",
+        );
+        out.push(check("sockhash", v, d));
+        let (v, d) = probe_result(
+            probe::program_type(prog_type::SK_MSG),
+            "BPF_PROG_TYPE_SK_MSG",
+            "no sk_msg programs (4.17+, CONFIG_NET_SOCK_MSG)",
+        );
+        out.push(check("sk_msg", v, d));
+        let (v, d) = probe_result(
+            probe::program_type(prog_type::SOCK_OPS),
+            "BPF_PROG_TYPE_SOCK_OPS",
+            "no sock_ops programs (4.13+, CONFIG_CGROUP_BPF)",
+        );
+        out.push(check("sock_ops", v, d));
+        out.push(match probe::netns_cookie() {
+            Ok(true) => check("netns cookie", Verdict::Ok, "bpf_get_netns_cookie in sock_ops and sk_msg: keys include the namespace"),
+            Ok(false) => check(
+                "netns cookie",
+                Verdict::Note,
+                "absent (before 5.15): keys cannot tell network namespaces apart; see docs/KERNEL-ISSUES.md",
+            ),
+            Err(e) => check("netns cookie", Verdict::Missing, format!("probe failed: {}", e.desc())),
+        });
+        out.push(match probe::memcg_accounting() {
+            Ok(true) => check("memlock", Verdict::Ok, "not needed: BPF memory is charged to memory cgroups (5.11+)"),
+            Ok(false) => check(
+                "memlock",
+                Verdict::Note,
+                "BPF memory counts against RLIMIT_MEMLOCK (before 5.11); rawload raises it to unlimited",
+            ),
+            Err(e) => check("memlock", Verdict::Missing, format!("probe failed: {}", e.desc())),
+        });
+    } else if privileged {
+        out.push(check(
+            "programs and maps",
+            Verdict::Missing,
+            "not probed: bpf(2) does not work",
+        ));
+    }
+
+    out.push(match attach::cgroup2_mount() {
+        Some(p) => check(
+            "cgroup v2",
+            Verdict::Ok,
+            format!("mounted at {}", p.display()),
+        ),
+        None => check(
+            "cgroup v2",
+            Verdict::Missing,
+            "not mounted: mount -t cgroup2 none /sys/fs/cgroup/unified",
+        ),
+    });
+    let bpffs = statfs(Path::new(BPFFS_MOUNT)).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    out.push(if bpffs {
+        check("bpffs", Verdict::Ok, format!("mounted at {BPFFS_MOUNT}"))
+    } else {
+        check(
+            "bpffs",
+            Verdict::Note,
+            format!("not mounted at {BPFFS_MOUNT}; attach mounts it"),
+        )
+    });
+    let tracing = [
+        "/sys/kernel/tracing/trace_pipe",
+        "/sys/kernel/debug/tracing/trace_pipe",
+    ]
+    .iter()
+    .find(|p| Path::new(p).exists());
+    out.push(match tracing {
+        Some(p) => check("tracefs", Verdict::Ok, format!("{p} (for rawload trace)")),
+        None => check(
+            "tracefs",
+            Verdict::Note,
+            "not mounted; rawload trace mounts it at /sys/kernel/tracing",
+        ),
+    });
+
+    if privileged && bpf_ok {
+        out.push(match status::read(Path::new(DEFAULT_PIN_DIR)) {
+            Ok(Some(s)) if s.attached() => check(
+                "attached",
+                Verdict::Ok,
+                format!(
+                    "yes, to {} (pins in {DEFAULT_PIN_DIR})",
+                    s.cgroup.map_or("?".into(), |c| c.display().to_string())
+                ),
+            ),
+            Ok(Some(_)) => check(
+                "attached",
+                Verdict::Note,
+                format!("partly: see rawload status (pins in {DEFAULT_PIN_DIR})"),
+            ),
+            Ok(None) => check(
+                "attached",
+                Verdict::Ok,
+                format!("no (no pins in {DEFAULT_PIN_DIR})"),
+            ),
+            Err(e) => check("attached", Verdict::Note, format!("cannot tell: {e:#}")),
+        });
+    }
+    out
+}
+
+/// Whether rawload can attach here.
+pub fn usable(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.verdict != Verdict::Missing)
+}
+
+pub fn render(checks: &[Check]) -> String {
+    let mut o = String::new();
+    for c in checks {
+        let tag = match c.verdict {
+            Verdict::Ok => "ok     ",
+            Verdict::Note => "note   ",
+            Verdict::Missing => "MISSING",
+        };
+        let _ = writeln!(o, "{tag} {:<14} {}", c.name, c.detail);
+    }
+    let _ = writeln!(
+        o,
+        "{}",
+        if usable(checks) {
+            "rawload can attach on this host"
+        } else {
+            "rawload cannot attach on this host until the MISSING items are fixed"
+        }
+    );
+    o
+}

@@ -1,0 +1,224 @@
+//! `rawload selftest`: prove on this host, in a private cgroup, that the
+//! bytes are redirected and arrive intact, and that detach restores TCP.
+//!
+//! It touches nothing but what it creates: a child cgroup of its own and a
+//! pin directory of its own, both removed at the end (also on failure). Only
+//! its own two peer processes join that cgroup. The kernel matrix boots old
+//! kernels and runs exactly this.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::attach;
+use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, ObjectSource};
+use crate::status;
+use crate::traffic::{self, Transfer};
+
+/// A private cgroup, removed on drop after ending the processes in it
+/// (only the selftest's own peers can be there).
+struct PrivateCgroup(PathBuf);
+
+impl Drop for PrivateCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            match std::fs::remove_dir(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Detaches and unpins on drop unless already done.
+struct PrivatePins(PathBuf);
+
+impl Drop for PrivatePins {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = loader::detach(&self.0, None);
+        }
+    }
+}
+
+/// The test cases: (label, listen address, client host).
+const CASES: [(&str, &str, &str); 3] = [
+    ("IPv4 127.0.0.1", "127.0.0.1:0", "127.0.0.1"),
+    ("IPv6 ::1", "[::1]:0", "::1"),
+    ("dual-stack [::] <- 127.0.0.1", "[::]:0", "127.0.0.1"),
+];
+
+fn ipv6_available() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Runs the selftest, printing one line per check to `out`. Returns whether
+/// every check passed.
+pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<bool> {
+    loader::require_privileges("selftest")?;
+    let exe = std::env::current_exe().context("finding the rawload binary")?;
+    let mount = attach::default_cgroup()?;
+    let unique = format!("rawload-selftest-{}", std::process::id());
+    let cgroup = PrivateCgroup(mount.join(&unique));
+    std::fs::create_dir(&cgroup.0).with_context(|| format!("creating {}", cgroup.0.display()))?;
+    let pins = PrivatePins(PathBuf::from(crate::pin::BPFFS_MOUNT).join(&unique));
+
+    let mut failures = Vec::new();
+    let mut line = |out: &mut dyn Write, ok: Option<bool>, text: &str| -> Result<()> {
+        let tag = match ok {
+            Some(true) => "ok  ",
+            Some(false) => "FAIL",
+            None => "skip",
+        };
+        if ok == Some(false) {
+            failures.push(text.to_string());
+        }
+        writeln!(out, "selftest: {tag} {text}")?;
+        out.flush()?;
+        Ok(())
+    };
+
+    let outcome = loader::attach(&AttachOptions {
+        cgroup: cgroup.0.clone(),
+        pin_dir: pins.0.clone(),
+        object: object.clone(),
+        ports: None,
+        max_sockets: None,
+    })?;
+    let AttachOutcome::Attached(at) = outcome else {
+        bail!("a fresh pin directory reported an earlier attachment");
+    };
+    line(
+        out,
+        Some(true),
+        &format!(
+            "attached to {} (netns-aware keys: {})",
+            cgroup.0.display(),
+            if at.netns_cookie { "yes" } else { "no" }
+        ),
+    )?;
+
+    let v6 = ipv6_available();
+    for (label, listen, host) in CASES {
+        if label != CASES[0].0 && !v6 {
+            line(
+                out,
+                None,
+                &format!("{label}: IPv6 is not available on this host"),
+            )?;
+            continue;
+        }
+        let before = counters(&pins.0)?;
+        let t = transfer(&exe, &cgroup.0, listen, host, bytes)?;
+        let redirected = counters(&pins.0)?.saturating_sub(before);
+        let mut problems = t.problems();
+        if t.lo_delta * 100 >= t.payload {
+            problems.push(format!(
+                "lo grew {} B: the bytes crossed the TCP/IP stack",
+                t.lo_delta
+            ));
+        }
+        if redirected != t.payload {
+            problems.push(format!(
+                "bytes_redirected grew by {redirected}, not by the {} B sent",
+                t.payload
+            ));
+        }
+        line(
+            out,
+            Some(problems.is_empty()),
+            &describe(label, &t, Some(redirected), &problems),
+        )?;
+    }
+
+    if let Some(st) = status::read(&pins.0)? {
+        for l in status::render(&st).lines() {
+            writeln!(out, "selftest:      {l}")?;
+        }
+    }
+
+    match loader::detach(&pins.0, None)? {
+        DetachOutcome::Detached(d) if d.sock_ops => line(out, Some(true), "detached")?,
+        other => line(
+            out,
+            Some(false),
+            &format!("detach did not detach sock_ops: {other:?}"),
+        )?,
+    }
+    let t = transfer(&exe, &cgroup.0, CASES[0].1, CASES[0].2, bytes)?;
+    let mut problems = t.problems();
+    if t.lo_delta < 2 * t.payload {
+        problems.push(format!(
+            "lo grew only {} B: bytes still bypass TCP",
+            t.lo_delta
+        ));
+    }
+    line(
+        out,
+        Some(problems.is_empty()),
+        &describe("after detach, IPv4", &t, None, &problems),
+    )?;
+
+    drop(pins);
+    drop(cgroup);
+    let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
+    writeln!(out, "selftest: {verdict}")?;
+    Ok(failures.is_empty())
+}
+
+fn counters(pins: &Path) -> Result<u64> {
+    Ok(status::read(pins)?
+        .and_then(|s| s.counter("bytes_redirected"))
+        .unwrap_or(0))
+}
+
+fn transfer(exe: &Path, cgroup: &Path, listen: &str, host: &str, bytes: u64) -> Result<Transfer> {
+    traffic::run_pair(
+        exe,
+        cgroup,
+        listen,
+        host,
+        bytes,
+        &[],
+        Duration::from_secs(120),
+    )
+    .with_context(|| format!("transfer {listen} <- {host}"))
+}
+
+fn describe(label: &str, t: &Transfer, redirected: Option<u64>, problems: &[String]) -> String {
+    let (c2s, s2c) = t.digests();
+    let mut s = format!(
+        "{label}: {:.1} MiB both ways, lo +{} B ({:.3}% of payload)",
+        mib(t.payload),
+        t.lo_delta,
+        100.0 * t.lo_delta as f64 / t.payload.max(1) as f64
+    );
+    if let Some(r) = redirected {
+        let _ = write!(s, ", redirected {r} B");
+    }
+    let _ = write!(s, ", digests {c2s}/{s2c}");
+    if t.spurious_eagain() > 0 {
+        let _ = write!(s, ", {} spurious EAGAIN", t.spurious_eagain());
+    }
+    for p in problems {
+        let _ = write!(s, "; {p}");
+    }
+    s
+}
