@@ -59,6 +59,8 @@ struct counters {
 	__u64 skipped_remote;      /* the peer is not on this host */
 	__u64 skipped_port;        /* neither port is in the --ports policy */
 	__u64 skipped_sent;        /* payload already left through TCP (fast open) */
+	__u64 skipped_peer;        /* server socket whose client is not in the map */
+	__u64 peers_removed;       /* clients taken out again because their server stays out */
 	__u64 msgs_redirected;
 	__u64 bytes_redirected;
 	__u64 msgs_missed;         /* peer not in the map: sent through TCP */
@@ -102,19 +104,28 @@ struct {
 } rawload_ports SEC(".maps");
 
 /*
- * Sockets whose bytes once went through TCP because the peer was not in the
- * map yet (the client may send before the server's accepted socket reaches
- * PASSIVE_ESTABLISHED). Such a socket must never start redirecting: the
- * reader drains redirected data before its TCP receive queue, so later
- * redirected bytes could overtake earlier TCP bytes. The entry is removed
- * when a new socket with the same key is inserted; LRU bounds the memory.
+ * What became of each socket in the map, by its key.
+ *
+ * CONN_TCP_ONLY: its bytes once went through TCP because the peer was not in
+ * the map yet (the client may send before the server's accepted socket
+ * reaches PASSIVE_ESTABLISHED). Such a socket must never start redirecting:
+ * the reader drains redirected data before its TCP receive queue, so later
+ * redirected bytes could overtake earlier TCP bytes.
+ *
+ * CONN_INSERTED: in the map, redirecting. The server side of a connection
+ * checks its client's entry before it joins (see rawload_sockops).
+ *
+ * A new socket with the same key overwrites the entry; LRU bounds the memory.
  */
+#define CONN_INSERTED 1
+#define CONN_TCP_ONLY 2
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sock_key);
-	__type(value, __u8);
-} rawload_tcponly SEC(".maps");
+	__type(value, __u32);
+} rawload_conns SEC(".maps");
 
 #ifdef RAWLOAD_DEBUG
 #define trace(fmt, ...)                                                       \
@@ -171,6 +182,31 @@ static __attribute__((noinline)) int port_allowed(__u32 port)
 	return (ports->bits[(port >> 6) & 1023] >> (port & 63)) & 1;
 }
 
+/* The peer's key: the same connection seen from the other end. */
+static __always_inline void swap_key(struct sock_key *peer, const struct sock_key *own)
+{
+	peer->netns = own->netns;
+	peer->local_ip[0] = own->remote_ip[0];
+	peer->local_ip[1] = own->remote_ip[1];
+	peer->local_ip[2] = own->remote_ip[2];
+	peer->local_ip[3] = own->remote_ip[3];
+	peer->remote_ip[0] = own->local_ip[0];
+	peer->remote_ip[1] = own->local_ip[1];
+	peer->remote_ip[2] = own->local_ip[2];
+	peer->remote_ip[3] = own->local_ip[3];
+	peer->local_port = own->remote_port;
+	peer->remote_port = own->local_port;
+}
+
+/* Takes a client socket back out of the map. Nothing can be lost: only its
+ * server could have redirected into it, and the server is not in the map. */
+static __always_inline void drop_peer(struct counters *c, struct sock_key *peer)
+{
+	if (bpf_map_delete_elem(&rawload_socks, peer) == 0)
+		COUNT(c, peers_removed, 1);
+	bpf_map_delete_elem(&rawload_conns, peer);
+}
+
 SEC("sockops")
 int rawload_sockops(struct bpf_sock_ops *skops)
 {
@@ -217,24 +253,55 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 	/* With TCP fast open, payload can leave before ESTABLISHED; such a
 	 * stream must stay on TCP from its first byte to its last. */
 	if (skops->data_segs_out) {
+		bpf_map_delete_elem(&rawload_conns, &key);
 		COUNT(c, skipped_sent, 1);
 		return 1;
 	}
 
-	/* A new connection reusing the key of an old one starts clean. */
-	bpf_map_delete_elem(&rawload_tcponly, &key);
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		/* The server side joins only if its client is in the map and has
+		 * not sent through TCP yet. Otherwise both stay on TCP: a socket
+		 * in the map that receives plain TCP payload is what stable
+		 * kernels of 2026 get wrong (FIONREAD 0; docs/KERNEL-ISSUES.md). */
+		struct sock_key peer = {};
+		__u32 *peer_state;
+
+		swap_key(&peer, &key);
+		peer_state = bpf_map_lookup_elem(&rawload_conns, &peer);
+		if (!peer_state || *peer_state != CONN_INSERTED) {
+			if (peer_state && *peer_state == CONN_TCP_ONLY)
+				drop_peer(c, &peer);
+			COUNT(c, skipped_peer, 1);
+			return 1;
+		}
+	}
 
 	err = bpf_sock_hash_update(skops, &rawload_socks, &key, BPF_NOEXIST);
-	if (err == 0)
+	if (err == 0) {
+		__u32 inserted = CONN_INSERTED;
+
+		/* Overwrites what a closed socket with the same key left. */
+		bpf_map_update_elem(&rawload_conns, &key, &inserted, BPF_ANY);
 		COUNT(c, sockets_inserted, 1);
-	else if (err == -17)  /* EEXIST */
+	} else if (err == -17) { /* EEXIST: the entry belongs to that socket */
 		COUNT(c, insert_exists, 1);
-	else if (err == -7)   /* E2BIG */
-		COUNT(c, insert_full, 1);
-	else if (err == -16)  /* EBUSY */
-		COUNT(c, insert_busy, 1);
-	else
-		COUNT(c, insert_other, 1);
+	} else {
+		bpf_map_delete_elem(&rawload_conns, &key);
+		if (err == -7)   /* E2BIG: the map is full */
+			COUNT(c, insert_full, 1);
+		else if (err == -16) /* EBUSY: another sockmap user has the socket */
+			COUNT(c, insert_busy, 1);
+		else
+			COUNT(c, insert_other, 1);
+		/* A server socket that cannot join leaves its client alone in
+		 * the map, receiving plain TCP: take the client out as well. */
+		if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+			struct sock_key peer = {};
+
+			swap_key(&peer, &key);
+			drop_peer(c, &peer);
+		}
+	}
 	trace("insert %d->%d err=%d\n", key.local_port, key.remote_port, err);
 	return 1;
 }
@@ -245,7 +312,7 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 	struct sock_key own = {}, peer = {};
 	struct counters *c = stats();
 	__u64 size = msg->size;
-	__u8 one = 1;
+	__u32 tcp_only = CONN_TCP_ONLY, *state;
 
 	if (msg->family == AF_INET) {
 		ip4_to_key(own.local_ip, msg->local_ip4);
@@ -267,24 +334,14 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 	if (cfg_netns_cookie)
 		own.netns = bpf_get_netns_cookie(msg);
 
-	if (bpf_map_lookup_elem(&rawload_tcponly, &own)) {
+	state = bpf_map_lookup_elem(&rawload_conns, &own);
+	if (state && *state == CONN_TCP_ONLY) {
 		COUNT(c, msgs_tcp_only, 1);
 		COUNT(c, bytes_tcp_only, size);
 		return SK_PASS;
 	}
 
-	peer.netns = own.netns;
-	peer.local_ip[0] = own.remote_ip[0];
-	peer.local_ip[1] = own.remote_ip[1];
-	peer.local_ip[2] = own.remote_ip[2];
-	peer.local_ip[3] = own.remote_ip[3];
-	peer.remote_ip[0] = own.local_ip[0];
-	peer.remote_ip[1] = own.local_ip[1];
-	peer.remote_ip[2] = own.local_ip[2];
-	peer.remote_ip[3] = own.local_ip[3];
-	peer.local_port = own.remote_port;
-	peer.remote_port = own.local_port;
-
+	swap_key(&peer, &own);
 	if (bpf_msg_redirect_hash(msg, &rawload_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
 		COUNT(c, msgs_redirected, 1);
 		COUNT(c, bytes_redirected, size);
@@ -294,7 +351,7 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 
 	/* The peer is not (yet) in the map: these bytes go through TCP, and
 	 * so must every later byte of this socket. */
-	bpf_map_update_elem(&rawload_tcponly, &own, &one, BPF_ANY);
+	bpf_map_update_elem(&rawload_conns, &own, &tcp_only, BPF_ANY);
 	COUNT(c, msgs_missed, 1);
 	COUNT(c, bytes_missed, size);
 	trace("miss %d->%d len=%d\n", own.local_port, own.remote_port, size);

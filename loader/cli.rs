@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::attach;
 use crate::doctor;
 use crate::json::Json;
-use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, ObjectSource};
+use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
 use crate::pin::DEFAULT_PIN_DIR;
 use crate::policy::PortSet;
 use crate::probe::Memlock;
@@ -23,7 +23,7 @@ use crate::programs::VerifierError;
 use crate::selftest;
 use crate::status;
 use crate::trace;
-use crate::traffic::{self, PeerConfig};
+use crate::traffic::{self, Pattern, PeerConfig, Reader, RecvMode, SendMode};
 
 #[derive(Parser)]
 #[command(
@@ -76,12 +76,20 @@ struct AttachArgs {
     /// Only accelerate connections with one of these ports, e.g. 6379,8000-8080
     #[arg(long, value_name = "LIST")]
     ports: Option<PortSet>,
+    /// Never accelerate connections with one of these ports (services that
+    /// read with splice(2), or whose readers may stall: see docs/KERNEL-ISSUES.md)
+    #[arg(long, value_name = "LIST")]
+    exclude_ports: Option<PortSet>,
     /// Capacity of the socket map (connections beyond it stay on TCP)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=16_777_216))]
     max_sockets: Option<u32>,
     /// Load the debug object, which prints trace lines (see `rawload trace`)
     #[arg(long)]
     debug: bool,
+    /// Kernels before 5.15 cannot key sockets by network namespace: attach
+    /// anyway, because every process in the cgroup shares one namespace
+    #[arg(long)]
+    single_netns: bool,
 }
 
 #[derive(Args)]
@@ -145,31 +153,95 @@ struct PeerArgs {
     /// Payload per connection and direction (suffixes K, M, G)
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     bytes: u64,
-    /// Bytes per write()
-    #[arg(long, default_value = "64K", value_parser = parse_size)]
-    chunk: u64,
+    /// Bytes per write(): SIZE, or MIN-MAX for a seeded random size per write
+    #[arg(long, default_value = "64K", value_parser = parse_size_range)]
+    write_size: (u64, u64),
+    /// Connections in total
     #[arg(long, default_value_t = 1)]
     conns: usize,
+    /// Client connections open at once [default: all]
+    #[arg(long)]
+    parallel: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Longest a single read/write/accept may block, in seconds
+    /// Longest a single read/write/accept may wait, in seconds
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// Join this cgroup before opening sockets
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Enter this network namespace first: a name under /run/netns, or a path
+    #[arg(long)]
+    netns: Option<String>,
+    #[arg(long, value_enum, default_value_t = Reader::Blocking)]
+    reader: Reader,
+    /// Check FIONREAD before every read
+    #[arg(long)]
+    fionread: bool,
+    #[arg(long, value_enum, default_value_t = SendMode::Write)]
+    send_mode: SendMode,
+    #[arg(long, value_enum, default_value_t = RecvMode::Read)]
+    recv_mode: RecvMode,
+    #[arg(long, value_enum, default_value_t = Pattern::Duplex)]
+    pattern: Pattern,
+    /// Stop reading once after this many bytes (with --pause-ms)
+    #[arg(long, value_parser = parse_size, requires = "pause_ms")]
+    pause_after: Option<u64>,
+    #[arg(long, requires = "pause_after")]
+    pause_ms: Option<u64>,
+    /// Stop reading for good after this many bytes and close
+    #[arg(long, value_parser = parse_size)]
+    quit_after: Option<u64>,
+    /// Close with RST instead of FIN
+    #[arg(long)]
+    rst: bool,
+    /// Local address of client connections (fixes the source port)
+    #[arg(long)]
+    bind: Option<SocketAddr>,
 }
 
 impl PeerArgs {
     fn config(&self) -> PeerConfig {
+        let conns = self.conns.max(1);
         PeerConfig {
             bytes: self.bytes,
-            chunk: self.chunk.clamp(1, 64 << 20) as usize,
-            conns: self.conns.max(1),
+            write_min: self.write_size.0.clamp(1, 64 << 20) as usize,
+            write_max: self.write_size.1.clamp(1, 64 << 20) as usize,
+            conns,
+            parallel: self.parallel.unwrap_or(conns),
             seed: self.seed,
             timeout: Duration::from_secs(self.timeout.max(1)),
             cgroup: self.cgroup.clone(),
+            netns: self.netns.as_ref().map(|n| match n.contains('/') {
+                true => PathBuf::from(n),
+                false => PathBuf::from("/run/netns").join(n),
+            }),
+            reader: self.reader,
+            fionread: self.fionread,
+            send_mode: self.send_mode,
+            recv_mode: self.recv_mode,
+            pattern: self.pattern,
+            pause: self
+                .pause_after
+                .zip(self.pause_ms.map(Duration::from_millis)),
+            quit_after: self.quit_after,
+            rst: self.rst,
+            bind: self.bind,
         }
+    }
+}
+
+/// "64K" or "1-1M": a size or an inclusive range of sizes.
+pub fn parse_size_range(s: &str) -> Result<(u64, u64), String> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (lo, hi) = (parse_size(a)?, parse_size(b)?);
+            if lo == 0 || lo > hi {
+                return Err(format!("'{s}' is not a range MIN-MAX with 0 < MIN <= MAX"));
+            }
+            Ok((lo, hi))
+        }
+        None => parse_size(s).map(|n| (n, n)),
     }
 }
 
@@ -268,7 +340,9 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         pin_dir: a.pin.pin_dir,
         object,
         ports: a.ports,
+        exclude_ports: a.exclude_ports,
         max_sockets: a.max_sockets,
+        single_netns: a.single_netns,
     };
     match loader::attach(&opts)? {
         AttachOutcome::AlreadyAttached { cgroup } => out(&format!(
@@ -289,14 +363,13 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
                 at.maps,
                 at.host_addresses,
             ));
-            text.push_str(&format!(
-                "  socket keys include the network namespace: {}\n",
-                if at.netns_cookie {
-                    "yes"
-                } else {
-                    "no (kernel lacks bpf_get_netns_cookie in sock_ops/sk_msg, < 5.15)"
+            text.push_str(match at.netns_keys {
+                NetnsKeys::Yes => "  socket keys include the network namespace\n",
+                NetnsKeys::NoKernelSupport => {
+                    "  socket keys cannot include the network namespace on this kernel (< 5.15): --single-netns\n"
                 }
-            ));
+                NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
+            });
             if let Memlock::Refused(e) = at.memlock {
                 text.push_str(&format!(
                     "  note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+\n",
@@ -305,6 +378,9 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
             }
             if let Some(p) = &opts.ports {
                 text.push_str(&format!("  only ports {p}\n"));
+            }
+            if let Some(p) = &opts.exclude_ports {
+                text.push_str(&format!("  never ports {p}\n"));
             }
             out(&text)?;
         }
@@ -415,5 +491,8 @@ mod tests {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("2G"), Ok(2 << 30));
         assert!(parse_size("x").is_err() && parse_size("").is_err());
+        assert_eq!(parse_size_range("1-1M"), Ok((1, 1 << 20)));
+        assert_eq!(parse_size_range("4K"), Ok((4096, 4096)));
+        assert!(parse_size_range("2-1").is_err() && parse_size_range("0-5").is_err());
     }
 }

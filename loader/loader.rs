@@ -25,7 +25,7 @@ use crate::elf;
 use crate::maps::Map;
 use crate::obj::{Object, ProgramSpec, RefKind};
 use crate::pin::{self, AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
-use crate::policy::{self, PortSet};
+use crate::policy::{self, PortPolicy, PortSet};
 use crate::probe::{self, Memlock};
 use crate::programs::Program;
 use crate::reloc;
@@ -39,7 +39,7 @@ pub static DEBUG_OBJECT: &[u8] = include_bytes!("../prebuilt/rawload-debug.bpf.o
 /// Names the programs and the loader agree on (see bpf-src/rawload.bpf.c).
 pub const ADDRS_MAP: &str = "rawload_addrs";
 pub const PORTS_MAP: &str = "rawload_ports";
-pub const TCPONLY_MAP: &str = "rawload_tcponly";
+pub const CONNS_MAP: &str = "rawload_conns";
 pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
 pub const CFG_PORT_POLICY: &str = "cfg_port_policy";
 
@@ -90,9 +90,26 @@ pub struct AttachOptions {
     pub cgroup: PathBuf,
     pub pin_dir: PathBuf,
     pub object: ObjectSource,
+    /// Only connections with one of these ports are accelerated.
     pub ports: Option<PortSet>,
+    /// Connections with one of these ports are never accelerated.
+    pub exclude_ports: Option<PortSet>,
     /// Capacity of the socket map (default: the object's max_entries).
     pub max_sockets: Option<u32>,
+    /// The operator asserts that every process in the cgroup shares one
+    /// network namespace (needed where keys cannot include it, before 5.15).
+    pub single_netns: bool,
+}
+
+/// Whether socket keys tell network namespaces apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetnsKeys {
+    /// The kernel has bpf_get_netns_cookie and the object uses it.
+    Yes,
+    /// The kernel lacks it (before 5.15); attached with --single-netns.
+    NoKernelSupport,
+    /// The object does not key by namespace (a custom --object).
+    NotInObject,
 }
 
 /// What `attach` did.
@@ -111,7 +128,7 @@ pub struct Attached {
     pub pin_dir: PathBuf,
     pub programs: Vec<String>,
     pub maps: usize,
-    pub netns_cookie: bool,
+    pub netns_keys: NetnsKeys,
     pub memlock: Memlock,
     pub host_addresses: usize,
     /// Stale pins of an interrupted earlier attach that were cleaned first.
@@ -239,11 +256,12 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let sock_ops_spec = obj.program(prog_type::SOCK_OPS)?.clone();
     let sk_msg_spec = obj.program(prog_type::SK_MSG)?.clone();
     let socket_map_index = socket_map(&obj, &sk_msg_spec)?;
-    if opts.ports.is_some()
+    let port_policy = PortPolicy::new(opts.ports.as_ref(), opts.exclude_ports.as_ref())?;
+    if port_policy.is_some()
         && (obj.map_index(PORTS_MAP).is_none() || obj.global(CFG_PORT_POLICY).is_none())
     {
         bail!(
-            "--ports needs an object with the '{PORTS_MAP}' map and '{CFG_PORT_POLICY}' (like the embedded one)"
+            "--ports and --exclude-ports need an object with the '{PORTS_MAP}' map and '{CFG_PORT_POLICY}' (like the embedded one)"
         );
     }
 
@@ -274,21 +292,32 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let memlock = probe::raise_memlock();
     let netns_cookie =
         probe::netns_cookie().map_err(|e| anyhow::anyhow!("probing the kernel: {}", e.desc()))?;
-    if obj.global(CFG_NETNS_COOKIE).is_some() {
-        obj.set_global(CFG_NETNS_COOKIE, &u32::from(netns_cookie).to_ne_bytes())?;
+    let netns_keys = match (obj.global(CFG_NETNS_COOKIE).is_some(), netns_cookie) {
+        (false, _) => NetnsKeys::NotInObject,
+        (true, true) => NetnsKeys::Yes,
+        (true, false) if opts.single_netns => NetnsKeys::NoKernelSupport,
+        (true, false) => bail!(
+            "this kernel cannot tell network namespaces apart in sock_ops/sk_msg (bpf_get_netns_cookie arrived in 5.15), \
+             so two namespaces holding the same connection (containers each talking to their own 127.0.0.1:PORT) \
+             could receive each other's bytes; if every process in {} shares one network namespace, attach with --single-netns",
+            cgroup.path.display()
+        ),
+    };
+    if netns_keys == NetnsKeys::Yes {
+        obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
-    if opts.ports.is_some() {
+    if port_policy.is_some() {
         obj.set_global(CFG_PORT_POLICY, &1u32.to_ne_bytes())?;
     }
 
     // Maps first: the programs' instructions need their fds.
     let mut maps = Vec::with_capacity(obj.maps.len());
     for (i, spec) in obj.maps.iter().enumerate() {
-        let sized = i == socket_map_index || spec.name == TCPONLY_MAP;
+        let sized = i == socket_map_index || spec.name == CONNS_MAP;
         let map = Map::create(spec, opts.max_sockets.filter(|_| sized))?;
         maps.push(map);
     }
-    let host_addresses = fill_policy_maps(&obj, &maps, opts.ports.as_ref())?;
+    let host_addresses = fill_policy_maps(&obj, &maps, port_policy.as_ref())?;
     let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
     let load = |spec: &ProgramSpec| -> Result<Program> {
         let insns = reloc::apply(spec, &fds)?;
@@ -341,7 +370,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         pin_dir: opts.pin_dir.clone(),
         programs: vec![sock_ops.name.clone(), sk_msg.name.clone()],
         maps: maps.len(),
-        netns_cookie,
+        netns_keys,
         memlock,
         host_addresses,
         recovered,
@@ -356,7 +385,7 @@ fn dup(fd: &impl AsFd) -> Result<OwnedFd> {
 
 /// Writes this host's addresses and the port policy into the object's
 /// policy maps, when it has them. Returns the number of addresses written.
-fn fill_policy_maps(obj: &Object, maps: &[Map], ports: Option<&PortSet>) -> Result<usize> {
+fn fill_policy_maps(obj: &Object, maps: &[Map], ports: Option<&PortPolicy>) -> Result<usize> {
     let mut written = 0;
     if let Some(i) = obj.map_index(ADDRS_MAP) {
         let capacity = maps[i].meta().max_entries as usize;

@@ -85,6 +85,37 @@ impl std::fmt::Display for PortSet {
     }
 }
 
+/// The ports the BPF programs accelerate: `--ports` (or every port) minus
+/// `--exclude-ports`, as the `rawload_ports` bitmap. `None` when neither was
+/// given: then the programs skip the port check altogether.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPolicy(PortSet);
+
+impl PortPolicy {
+    pub fn new(only: Option<&PortSet>, exclude: Option<&PortSet>) -> Result<Option<PortPolicy>> {
+        if only.is_none() && exclude.is_none() {
+            return Ok(None);
+        }
+        let mut allowed = only.map_or_else(|| (1..=u16::MAX).collect(), |p| p.0.clone());
+        if let Some(ex) = exclude {
+            allowed.retain(|p| !ex.0.contains(p));
+        }
+        ensure!(
+            !allowed.is_empty(),
+            "--ports and --exclude-ports leave no port to accelerate"
+        );
+        Ok(Some(PortPolicy(PortSet(allowed))))
+    }
+
+    pub fn allowed(&self) -> &PortSet {
+        &self.0
+    }
+
+    pub fn bitmap(&self) -> Vec<u8> {
+        self.0.bitmap()
+    }
+}
+
 /// An address as the BPF programs key it: IPv6 form, IPv4 as ::ffff:a.b.c.d,
 /// bytes in network order.
 pub fn key_address(ip: IpAddr) -> [u8; 16] {
@@ -130,6 +161,18 @@ mod tests {
             assert!(bad.parse::<PortSet>().is_err(), "{bad:?} should be refused");
         }
         assert_eq!("65535".parse::<PortSet>().unwrap().to_string(), "65535");
+    }
+
+    #[test]
+    fn port_policies() {
+        let only: PortSet = "80,443,8000-8002".parse().unwrap();
+        let ex: PortSet = "443,8001".parse().unwrap();
+        assert_eq!(PortPolicy::new(None, None).unwrap(), None);
+        let p = PortPolicy::new(Some(&only), Some(&ex)).unwrap().unwrap();
+        assert_eq!(p.allowed().to_string(), "80,8000,8002");
+        let all_but = PortPolicy::new(None, Some(&ex)).unwrap().unwrap();
+        assert!(all_but.allowed().contains(1) && !all_but.allowed().contains(443));
+        assert!(PortPolicy::new(Some(&ex), Some(&ex)).is_err());
     }
 
     #[test]

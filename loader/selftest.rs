@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::attach;
-use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, ObjectSource};
+use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
 use crate::status;
 use crate::traffic::{self, Transfer};
 
@@ -100,7 +100,10 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         pin_dir: pins.0.clone(),
         object: object.clone(),
         ports: None,
+        exclude_ports: None,
         max_sockets: None,
+        // Only the selftest's own two peers ever join this cgroup.
+        single_netns: true,
     })?;
     let AttachOutcome::Attached(at) = outcome else {
         bail!("a fresh pin directory reported an earlier attachment");
@@ -109,9 +112,13 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         out,
         Some(true),
         &format!(
-            "attached to {} (netns-aware keys: {})",
+            "attached to {} (keys include the network namespace: {})",
             cgroup.0.display(),
-            if at.netns_cookie { "yes" } else { "no" }
+            if at.netns_keys == NetnsKeys::Yes {
+                "yes"
+            } else {
+                "no"
+            }
         ),
     )?;
 

@@ -20,7 +20,7 @@ use crate::sys::{self, attach_type, map_type, prog_type};
 
 /// The fields of `struct counters` in bpf-src/rawload.bpf.c, in order (a
 /// unit test checks this against the object's BTF).
-pub const COUNTER_NAMES: [&str; 14] = [
+pub const COUNTER_NAMES: [&str; 16] = [
     "sockets_inserted",
     "insert_exists",
     "insert_full",
@@ -29,6 +29,8 @@ pub const COUNTER_NAMES: [&str; 14] = [
     "skipped_remote",
     "skipped_port",
     "skipped_sent",
+    "skipped_peer",
+    "peers_removed",
     "msgs_redirected",
     "bytes_redirected",
     "msgs_missed",

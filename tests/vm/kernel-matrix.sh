@@ -80,6 +80,11 @@ build_initramfs() {
     done
     cp "$BIN" "$root/bin/rawload"
     cp "$ROOT/tests/vm/init" "$root/init"
+    # RAWLOAD_MATRIX_EXTRA=DIR: copied to /extra; /extra/run.sh runs before
+    # the selftest (for trying a feature on every kernel).
+    if [ -n "${RAWLOAD_MATRIX_EXTRA:-}" ]; then
+        cp -r "$RAWLOAD_MATRIX_EXTRA" "$root/extra"
+    fi
     chmod 755 "$root/init" "$root/bin/rawload"
     # /dev/console must exist before devtmpfs is mounted, or /init has no stdout.
     mknod -m 600 "$root/dev/console" c 5 1

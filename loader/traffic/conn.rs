@@ -1,0 +1,362 @@
+//! One connection's two directions: a sender that writes the keystream in
+//! the configured way, and a receiver that checks it byte by byte with the
+//! configured kind of reader.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::stream::{Fnv, Keystream, splitmix64};
+use super::{PeerConfig, Reader, RecvMode, SendMode};
+use crate::sys;
+
+/// What one connection saw, both directions.
+#[derive(Debug, Default, Clone)]
+pub struct ConnReport {
+    pub sent_id: u64,
+    pub recv_id: Option<u64>,
+    pub sent: u64,
+    pub received: u64,
+    pub bad_bytes: u64,
+    pub first_bad: Option<u64>,
+    pub sent_digest: u64,
+    pub recv_digest: u64,
+    /// Blocking reads that returned EAGAIN long before their timeout (a
+    /// kernel quirk of sockets in a sockmap, see docs/KERNEL-ISSUES.md).
+    pub spurious_eagain: u64,
+    /// Reads of data the poller called readable while FIONREAD said 0.
+    pub fionread_zero: u64,
+    /// The receiver stopped early on purpose (`--quit-after`).
+    pub quit_early: bool,
+    pub error: Option<String>,
+}
+
+/// Waits until `fd` is ready for `flags`, at most `timeout`.
+fn wait_ready(fd: &impl AsFd, flags: PollFlags, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("not ready within {timeout:?}");
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), flags)];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => bail!("poll: {}", e.desc()),
+        }
+    }
+}
+
+/// Write sizes: every write is between min and max bytes (a seeded draw).
+struct Sizes {
+    state: u64,
+    min: usize,
+    max: usize,
+}
+
+impl Sizes {
+    fn next(&mut self) -> usize {
+        if self.min >= self.max {
+            return self.min;
+        }
+        self.state = splitmix64(self.state);
+        self.min + (self.state % (self.max - self.min + 1) as u64) as usize
+    }
+}
+
+/// The sending side: header, then `cfg.bytes` of keystream, then shutdown.
+pub fn send(stream: &mut TcpStream, id: u64, cfg: &PeerConfig) -> Result<(u64, u64)> {
+    let mut fnv = Fnv::default();
+    let header = id.to_le_bytes();
+    write_all(stream, &header, cfg).context("writing the stream header")?;
+    fnv.update(&header);
+    let ks = Keystream(id);
+    let mut sizes = Sizes {
+        state: id,
+        min: cfg.write_min.max(1),
+        max: cfg.write_max.max(1),
+    };
+    let mut buf = vec![0u8; sizes.max];
+    // sendfile() needs a file: a memfd holding the current chunk.
+    let file = match cfg.send_mode {
+        SendMode::Write => None,
+        _ => Some(
+            nix::sys::memfd::memfd_create(c"rawload-chunk", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .context("memfd_create")?,
+        ),
+    };
+    let mut pos = 0u64;
+    let mut chunk = 0u64;
+    while pos < cfg.bytes {
+        let n = ((cfg.bytes - pos) as usize).min(sizes.next());
+        ks.fill(pos, &mut buf[..n]);
+        let use_file = match cfg.send_mode {
+            SendMode::Write => false,
+            SendMode::Sendfile => true,
+            SendMode::Mixed => chunk % 2 == 1,
+        };
+        match (&file, use_file) {
+            (Some(f), true) => sendfile_all(stream, f, &buf[..n], cfg),
+            _ => write_all(stream, &buf[..n], cfg),
+        }
+        .with_context(|| format!("writing at offset {pos}"))?;
+        fnv.update(&buf[..n]);
+        pos += n as u64;
+        chunk += 1;
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .context("shutting down the write side")?;
+    Ok((pos + 8, fnv.0))
+}
+
+fn write_all(stream: &mut TcpStream, mut data: &[u8], cfg: &PeerConfig) -> Result<()> {
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock && cfg.nonblocking() => {
+                wait_ready(stream, PollFlags::POLLOUT, cfg.timeout)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn sendfile_all(
+    stream: &mut TcpStream,
+    file: &OwnedFd,
+    data: &[u8],
+    cfg: &PeerConfig,
+) -> Result<()> {
+    nix::sys::uio::pwrite(file, data, 0).context("filling the memfd")?;
+    let mut offset: libc::off_t = 0;
+    while (offset as usize) < data.len() {
+        let left = data.len() - offset as usize;
+        match nix::sys::sendfile::sendfile(stream.as_fd(), file, Some(&mut offset), left) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) if cfg.nonblocking() => {
+                wait_ready(stream, PollFlags::POLLOUT, cfg.timeout)?
+            }
+            Err(e) => bail!("sendfile: {}", e.desc()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads into `buf` with the configured reader; Ok(0) is end of stream.
+struct Receiver<'a> {
+    stream: &'a mut TcpStream,
+    cfg: &'a PeerConfig,
+    epoll: Option<Epoll>,
+    pipe: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Receiver<'_> {
+    fn new<'a>(stream: &'a mut TcpStream, cfg: &'a PeerConfig) -> Result<Receiver<'a>> {
+        let epoll = match cfg.reader {
+            Reader::Epoll | Reader::EpollEt => {
+                let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
+                let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+                if cfg.reader == Reader::EpollEt {
+                    flags |= EpollFlags::EPOLLET;
+                }
+                ep.add(&*stream, EpollEvent::new(flags, 0))
+                    .context("epoll_ctl")?;
+                Some(ep)
+            }
+            _ => None,
+        };
+        let pipe = match cfg.recv_mode {
+            RecvMode::Read => None,
+            RecvMode::Splice => Some(nix::unistd::pipe().context("pipe")?),
+        };
+        Ok(Receiver {
+            stream,
+            cfg,
+            epoll,
+            pipe,
+        })
+    }
+
+    /// Waits until the poller says readable (non-blocking readers only).
+    fn wait_readable(&self) -> Result<()> {
+        match (&self.epoll, self.cfg.reader) {
+            (Some(ep), _) => {
+                let mut events = [EpollEvent::empty()];
+                let deadline = Instant::now() + self.cfg.timeout;
+                loop {
+                    let ms = deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis()
+                        .min(60_000) as u16;
+                    match ep.wait(&mut events, EpollTimeout::from(ms)) {
+                        Ok(0) if Instant::now() >= deadline => {
+                            bail!("epoll: not readable within {:?}", self.cfg.timeout)
+                        }
+                        Ok(0) | Err(Errno::EINTR) => continue,
+                        Ok(_) => return Ok(()),
+                        Err(e) => bail!("epoll_wait: {}", e.desc()),
+                    }
+                }
+            }
+            (None, Reader::Poll) => wait_ready(self.stream, PollFlags::POLLIN, self.cfg.timeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads what is there. Non-blocking readers try first and wait for
+    /// readiness only after EAGAIN: edge-triggered epoll reports new data
+    /// only, so waiting while unread bytes remain would stall.
+    fn read(&mut self, buf: &mut [u8], report: &mut ConnReport) -> Result<usize> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        let mut after_wakeup = false;
+        loop {
+            if Instant::now() > deadline {
+                bail!("no data within {:?}", self.cfg.timeout);
+            }
+            // FIONREAD is judged only right after the poller said readable:
+            // then the data was already there when FIONREAD answered.
+            let available = match self.cfg.fionread && after_wakeup {
+                true => Some(sys::fionread(self.stream.as_fd())?),
+                false => None,
+            };
+            let call = Instant::now();
+            let got = match &self.pipe {
+                None => self.stream.read(buf).map_err(Errno::from_raw_io),
+                Some((r, w)) => splice_read(self.stream, r, w, buf),
+            };
+            match got {
+                Ok(n) => {
+                    if n > 0 && available == Some(0) {
+                        report.fionread_zero += 1;
+                    }
+                    return Ok(n);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if self.cfg.nonblocking() => {
+                    self.wait_readable()?;
+                    after_wakeup = true;
+                }
+                // SO_RCVTIMEO expiry also reads as EAGAIN, but only after the
+                // whole timeout; anything quicker is the kernel quirk.
+                Err(Errno::EAGAIN) if call.elapsed() < self.cfg.timeout / 2 => {
+                    report.spurious_eagain += 1;
+                }
+                Err(e) => bail!("{}", e.desc()),
+            }
+        }
+    }
+}
+
+trait FromRawIo {
+    fn from_raw_io(e: std::io::Error) -> Errno;
+}
+
+impl FromRawIo for Errno {
+    fn from_raw_io(e: std::io::Error) -> Errno {
+        Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// splice(2) from the socket into a pipe, then read the pipe: the path
+/// proxies like HAProxy take. The socket is non-blocking here, so a stream
+/// splice cannot see ends up as EAGAIN rather than a hang.
+fn splice_read(stream: &TcpStream, r: &OwnedFd, w: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
+    use nix::fcntl::{SpliceFFlags, splice};
+    let n = splice(
+        stream.as_fd(),
+        None,
+        w,
+        None,
+        buf.len(),
+        SpliceFFlags::SPLICE_F_NONBLOCK,
+    )?;
+    let mut done = 0;
+    while done < n {
+        done += nix::unistd::read(r, &mut buf[done..n])?;
+    }
+    Ok(n)
+}
+
+/// The receiving side: read to EOF, checking every byte.
+pub fn receive(stream: &mut TcpStream, cfg: &PeerConfig, report: &mut ConnReport) -> Result<()> {
+    let mut fnv = Fnv::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut expect = vec![0u8; buf.len()];
+    let mut header = [0u8; 8];
+    let mut have_header = 0;
+    let mut pos = 0u64; // payload position
+    let mut paused = cfg.pause.is_none();
+    let mut rx = Receiver::new(stream, cfg)?;
+    loop {
+        if let (Some((after, how_long)), false) = (cfg.pause, paused) {
+            if report.received >= after {
+                std::thread::sleep(how_long);
+                paused = true;
+            }
+        }
+        if cfg.quit_after.is_some_and(|q| report.received >= q) {
+            report.quit_early = true;
+            break;
+        }
+        let n = rx
+            .read(&mut buf, report)
+            .with_context(|| format!("reading at offset {}", report.received))?;
+        if n == 0 {
+            break;
+        }
+        report.received += n as u64;
+        fnv.update(&buf[..n]);
+        let mut data = &buf[..n];
+        if have_header < 8 {
+            let take = (8 - have_header).min(data.len());
+            header[have_header..have_header + take].copy_from_slice(&data[..take]);
+            have_header += take;
+            data = &data[take..];
+            if have_header == 8 {
+                report.recv_id = Some(u64::from_le_bytes(header));
+            }
+        }
+        if data.is_empty() {
+            continue;
+        }
+        Keystream(u64::from_le_bytes(header)).fill(pos, &mut expect[..data.len()]);
+        if data != &expect[..data.len()] {
+            for (i, (a, b)) in data.iter().zip(&expect).enumerate() {
+                if a != b {
+                    report.bad_bytes += 1;
+                    report.first_bad.get_or_insert(pos + i as u64);
+                }
+            }
+        }
+        pos += data.len() as u64;
+    }
+    report.recv_digest = fnv.0;
+    Ok(())
+}
+
+/// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN.
+pub fn set_linger_zero(stream: &TcpStream) -> Result<()> {
+    nix::sys::socket::setsockopt(
+        stream,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .context("SO_LINGER")
+}
