@@ -23,12 +23,12 @@ BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v2 -Wall -Werror \
 BPF_OUT     ?= .
 BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o \
-               tests/fixtures/globals.o
+               tests/fixtures/globals.o tests/fixtures/other_sockops.o
 
 APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev \
                      qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux
 
-.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix clean
+.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture clean
 
 all: rawload
 
@@ -68,6 +68,11 @@ $(BPF_OUT)/tests/fixtures/globals.o: tests/fixtures/globals.c bpf-src/helpers.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	$(LLVM_STRIP) -g $@
 
+$(BPF_OUT)/tests/fixtures/other_sockops.o: tests/fixtures/other_sockops.c bpf-src/helpers.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
 # Rebuild every object into a scratch directory and compare byte for byte:
 # the committed objects are exactly what the committed sources produce.
 check-prebuilt: test-deps
@@ -101,6 +106,14 @@ test: test-deps lint check-prebuilt
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
 	$(CARGO) test --locked -- --test-threads=1
 	$(MAKE) --no-print-directory kernel-matrix
+
+# The long form of the data-path torture suite (the short form is part of
+# make test): GiB-scale transfers, tens of thousands of connections. Each
+# scenario prints a TORTURE line; the log is kept in torture.log.
+torture: test-deps
+	@[ "$$(id -u)" = 0 ] || { echo "make torture needs root: sudo make torture"; exit 1; }
+	set -o pipefail; RAWLOAD_TORTURE=long $(CARGO) test --release --locked --test torture -- --test-threads=1 --nocapture 2>&1 | tee torture.log
+	@grep '^TORTURE' torture.log
 
 # Debian's 5.10, 6.1 and 6.12 kernels under qemu, each running rawload
 # doctor + selftest (tests/vm/). Kernels are cached in .cache/kernels.

@@ -31,7 +31,8 @@ char LICENSE[] SEC("license") = "GPL";
  * without bpf_get_netns_cookie never even checks the call below.
  */
 const volatile __u32 cfg_netns_cookie = 0; /* 1: key includes the netns cookie */
-const volatile __u32 cfg_port_policy = 0;  /* 1: only ports in rawload_ports */
+const volatile __u32 cfg_port_allow = 0;   /* 1: only connections with a port in allow */
+const volatile __u32 cfg_port_deny = 0;    /* 1: never connections with a port in deny */
 
 /*
  * The key of one socket: the connection seen from that socket. Addresses are
@@ -91,16 +92,19 @@ struct {
 	__type(value, __u8);
 } rawload_addrs SEC(".maps");
 
-/* The --ports allow list as a bitmap: bit p set = port p accelerated. */
-struct port_bitmap {
-	__u64 bits[1024];
+/* --ports and --exclude-ports as bitmaps: bit p of allow (deny) set = port p
+ * listed. A connection is accelerated if one of its ports is allowed (when
+ * there is an allow list) and neither is denied. */
+struct port_policy {
+	__u64 allow[1024];
+	__u64 deny[1024];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct port_bitmap);
+	__type(value, struct port_policy);
 } rawload_ports SEC(".maps");
 
 /*
@@ -172,14 +176,23 @@ static __attribute__((noinline)) int is_same_host(const __u32 ip[4])
 	return is_loopback(ip) || bpf_map_lookup_elem(&rawload_addrs, ip) != 0;
 }
 
-static __attribute__((noinline)) int port_allowed(__u32 port)
+static __always_inline int port_in(const __u64 *bits, __u32 port)
+{
+	return (bits[(port >> 6) & 1023] >> (port & 63)) & 1;
+}
+
+static __attribute__((noinline)) int ports_accelerated(__u32 local, __u32 remote)
 {
 	__u32 zero = 0;
-	struct port_bitmap *ports = bpf_map_lookup_elem(&rawload_ports, &zero);
+	struct port_policy *p = bpf_map_lookup_elem(&rawload_ports, &zero);
 
-	if (!ports)
+	if (!p)
 		return 0;
-	return (ports->bits[(port >> 6) & 1023] >> (port & 63)) & 1;
+	if (cfg_port_allow && !port_in(p->allow, local) && !port_in(p->allow, remote))
+		return 0;
+	if (cfg_port_deny && (port_in(p->deny, local) || port_in(p->deny, remote)))
+		return 0;
+	return 1;
 }
 
 /* The peer's key: the same connection seen from the other end. */
@@ -245,8 +258,8 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 		COUNT(c, skipped_remote, 1);
 		return 1;
 	}
-	if (cfg_port_policy && !port_allowed(key.local_port) &&
-	    !port_allowed(key.remote_port)) {
+	if ((cfg_port_allow || cfg_port_deny) &&
+	    !ports_accelerated(key.local_port, key.remote_port)) {
 		COUNT(c, skipped_port, 1);
 		return 1;
 	}

@@ -186,6 +186,26 @@ impl Json {
     }
 }
 
+static NULL: Json = Json::Null;
+
+/// `v["key"]`: the field, or `Null` when absent or not an object.
+impl std::ops::Index<&str> for Json {
+    type Output = Json;
+
+    fn index(&self, key: &str) -> &Json {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+/// `v[i]`: the element, or `Null` when absent or not an array.
+impl std::ops::Index<usize> for Json {
+    type Output = Json;
+
+    fn index(&self, i: usize) -> &Json {
+        self.as_array().and_then(|a| a.get(i)).unwrap_or(&NULL)
+    }
+}
+
 /// Compact, on one line.
 impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -11,6 +11,9 @@
 //! everything `detach` needs (pins and the attach record) exists before it:
 //! an attach killed at any point leaves either nothing or a state that
 //! `detach` (or the next `attach`) cleans up.
+//!
+//! The torture suite proves that last claim: `RAWLOAD_KILL_AT=<step>` makes
+//! the process SIGKILL itself right after the named step ([`KILL_POINTS`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -41,7 +44,8 @@ pub const ADDRS_MAP: &str = "rawload_addrs";
 pub const PORTS_MAP: &str = "rawload_ports";
 pub const CONNS_MAP: &str = "rawload_conns";
 pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
-pub const CFG_PORT_POLICY: &str = "cfg_port_policy";
+pub const CFG_PORT_ALLOW: &str = "cfg_port_allow";
+pub const CFG_PORT_DENY: &str = "cfg_port_deny";
 
 /// Which eBPF object to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +137,27 @@ pub struct Attached {
     pub host_addresses: usize,
     /// Stale pins of an interrupted earlier attach that were cleaned first.
     pub recovered: bool,
+}
+
+/// The steps of `attach` after which `RAWLOAD_KILL_AT` can kill it.
+pub const KILL_POINTS: [&str; 8] = [
+    "maps-created",
+    "programs-loaded",
+    "sk-msg-attached",
+    "pin-dir-created",
+    "record-pinned",
+    "programs-pinned",
+    "maps-pinned",
+    "cgroup-attached",
+];
+
+/// Dies by SIGKILL here if `RAWLOAD_KILL_AT` names this step: no cleanup
+/// runs, exactly as if the machine had killed the process.
+fn kill_point(step: &str) {
+    debug_assert!(KILL_POINTS.contains(&step));
+    if std::env::var_os("RAWLOAD_KILL_AT").is_some_and(|v| v == step) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// Fails early, with the fix, when the process cannot use bpf(2).
@@ -256,12 +281,17 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let sock_ops_spec = obj.program(prog_type::SOCK_OPS)?.clone();
     let sk_msg_spec = obj.program(prog_type::SK_MSG)?.clone();
     let socket_map_index = socket_map(&obj, &sk_msg_spec)?;
-    let port_policy = PortPolicy::new(opts.ports.as_ref(), opts.exclude_ports.as_ref())?;
-    if port_policy.is_some()
-        && (obj.map_index(PORTS_MAP).is_none() || obj.global(CFG_PORT_POLICY).is_none())
+    let port_policy = PortPolicy {
+        allow: opts.ports.clone(),
+        deny: opts.exclude_ports.clone(),
+    };
+    if !port_policy.is_empty()
+        && (obj.map_index(PORTS_MAP).is_none()
+            || obj.global(CFG_PORT_ALLOW).is_none()
+            || obj.global(CFG_PORT_DENY).is_none())
     {
         bail!(
-            "--ports and --exclude-ports need an object with the '{PORTS_MAP}' map and '{CFG_PORT_POLICY}' (like the embedded one)"
+            "--ports and --exclude-ports need an object with the '{PORTS_MAP}' map and port policy globals (like the embedded one)"
         );
     }
 
@@ -306,8 +336,11 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     if netns_keys == NetnsKeys::Yes {
         obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
-    if port_policy.is_some() {
-        obj.set_global(CFG_PORT_POLICY, &1u32.to_ne_bytes())?;
+    if port_policy.allow.is_some() {
+        obj.set_global(CFG_PORT_ALLOW, &1u32.to_ne_bytes())?;
+    }
+    if port_policy.deny.is_some() {
+        obj.set_global(CFG_PORT_DENY, &1u32.to_ne_bytes())?;
     }
 
     // Maps first: the programs' instructions need their fds.
@@ -317,7 +350,8 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         let map = Map::create(spec, opts.max_sockets.filter(|_| sized))?;
         maps.push(map);
     }
-    let host_addresses = fill_policy_maps(&obj, &maps, port_policy.as_ref())?;
+    let host_addresses = fill_policy_maps(&obj, &maps, &port_policy)?;
+    kill_point("maps-created");
     let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
     let load = |spec: &ProgramSpec| -> Result<Program> {
         let insns = reloc::apply(spec, &fds)?;
@@ -331,6 +365,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     };
     let sock_ops = load(&sock_ops_spec)?;
     let sk_msg = load(&sk_msg_spec)?;
+    kill_point("programs-loaded");
     let socket_map = &maps[socket_map_index];
 
     let mut undo = Undo::default();
@@ -341,24 +376,31 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         undo.push("detaching sk_msg", move || {
             attach::detach_sk_msg(map_fd.as_fd(), prog_fd.as_fd()).map(drop)
         });
+        kill_point("sk-msg-attached");
 
         // 2. Pins and the record, so that a later `detach` finds everything.
         let dir = PinDir::create(&opts.pin_dir)?;
         let undo_dir = dir.clone();
         undo.push("removing pins", move || undo_dir.clear().map(drop));
+        kill_point("pin-dir-created");
         AttachRecord {
             cgroup: cgroup.path.clone(),
             cgroup_id: cgroup.id,
         }
         .pin(&dir)?;
+        kill_point("record-pinned");
         dir.pin(sock_ops.as_fd(), SOCK_OPS_PIN)?;
         dir.pin(sk_msg.as_fd(), SK_MSG_PIN)?;
+        kill_point("programs-pinned");
         for (spec, map) in obj.maps.iter().zip(&maps) {
             dir.pin(map.as_fd(), &pin::map_pin_name(&spec.name))?;
         }
+        kill_point("maps-pinned");
 
         // 3. sock_ops on the cgroup: from now on new connections enter the map.
-        cgroup.attach_sock_ops(sock_ops.as_fd())
+        cgroup.attach_sock_ops(sock_ops.as_fd())?;
+        kill_point("cgroup-attached");
+        Ok(())
     })();
     if let Err(e) = done {
         undo.run();
@@ -385,7 +427,7 @@ fn dup(fd: &impl AsFd) -> Result<OwnedFd> {
 
 /// Writes this host's addresses and the port policy into the object's
 /// policy maps, when it has them. Returns the number of addresses written.
-fn fill_policy_maps(obj: &Object, maps: &[Map], ports: Option<&PortPolicy>) -> Result<usize> {
+fn fill_policy_maps(obj: &Object, maps: &[Map], ports: &PortPolicy) -> Result<usize> {
     let mut written = 0;
     if let Some(i) = obj.map_index(ADDRS_MAP) {
         let capacity = maps[i].meta().max_entries as usize;
@@ -401,8 +443,8 @@ fn fill_policy_maps(obj: &Object, maps: &[Map], ports: Option<&PortPolicy>) -> R
             written += 1;
         }
     }
-    if let (Some(i), Some(ports)) = (obj.map_index(PORTS_MAP), ports) {
-        maps[i].update(&0u32.to_ne_bytes(), &ports.bitmap())?;
+    if let (Some(i), false) = (obj.map_index(PORTS_MAP), ports.is_empty()) {
+        maps[i].update(&0u32.to_ne_bytes(), &ports.map_value())?;
     }
     Ok(written)
 }

@@ -85,34 +85,45 @@ impl std::fmt::Display for PortSet {
     }
 }
 
-/// The ports the BPF programs accelerate: `--ports` (or every port) minus
-/// `--exclude-ports`, as the `rawload_ports` bitmap. `None` when neither was
-/// given: then the programs skip the port check altogether.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortPolicy(PortSet);
+/// `--ports` and `--exclude-ports` as the value of `rawload_ports`: an
+/// allow bitmap then a deny bitmap. A connection is accelerated if one of its
+/// ports is allowed (when there is an allow list) and neither is denied: the
+/// client side of a connection has an ephemeral port, so "one of" is what
+/// makes `--ports 6379` mean "connections to 6379".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortPolicy {
+    pub allow: Option<PortSet>,
+    pub deny: Option<PortSet>,
+}
 
 impl PortPolicy {
-    pub fn new(only: Option<&PortSet>, exclude: Option<&PortSet>) -> Result<Option<PortPolicy>> {
-        if only.is_none() && exclude.is_none() {
-            return Ok(None);
-        }
-        let mut allowed = only.map_or_else(|| (1..=u16::MAX).collect(), |p| p.0.clone());
-        if let Some(ex) = exclude {
-            allowed.retain(|p| !ex.0.contains(p));
-        }
-        ensure!(
-            !allowed.is_empty(),
-            "--ports and --exclude-ports leave no port to accelerate"
-        );
-        Ok(Some(PortPolicy(PortSet(allowed))))
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_none() && self.deny.is_none()
     }
 
-    pub fn allowed(&self) -> &PortSet {
-        &self.0
+    /// The map value: `__u64 allow[1024]; __u64 deny[1024];`.
+    pub fn map_value(&self) -> Vec<u8> {
+        let none = vec![0u8; PORT_BITMAP_BYTES];
+        let mut v = self
+            .allow
+            .as_ref()
+            .map_or_else(|| none.clone(), PortSet::bitmap);
+        v.extend(self.deny.as_ref().map_or(none, PortSet::bitmap));
+        v
     }
 
-    pub fn bitmap(&self) -> Vec<u8> {
-        self.0.bitmap()
+    /// Whether a connection between these ports is accelerated (what the
+    /// BPF program decides, for explain and tests).
+    pub fn accelerates(&self, a: u16, b: u16) -> bool {
+        let allowed = self
+            .allow
+            .as_ref()
+            .is_none_or(|p| p.contains(a) || p.contains(b));
+        let denied = self
+            .deny
+            .as_ref()
+            .is_some_and(|p| p.contains(a) || p.contains(b));
+        allowed && !denied
     }
 }
 
@@ -165,14 +176,21 @@ mod tests {
 
     #[test]
     fn port_policies() {
-        let only: PortSet = "80,443,8000-8002".parse().unwrap();
-        let ex: PortSet = "443,8001".parse().unwrap();
-        assert_eq!(PortPolicy::new(None, None).unwrap(), None);
-        let p = PortPolicy::new(Some(&only), Some(&ex)).unwrap().unwrap();
-        assert_eq!(p.allowed().to_string(), "80,8000,8002");
-        let all_but = PortPolicy::new(None, Some(&ex)).unwrap().unwrap();
-        assert!(all_but.allowed().contains(1) && !all_but.allowed().contains(443));
-        assert!(PortPolicy::new(Some(&ex), Some(&ex)).is_err());
+        let only = PortPolicy {
+            allow: Some("6379".parse().unwrap()),
+            deny: None,
+        };
+        assert!(only.accelerates(6379, 51234) && only.accelerates(51234, 6379));
+        assert!(!only.accelerates(8080, 51234));
+        let never = PortPolicy {
+            allow: None,
+            deny: Some("8080".parse().unwrap()),
+        };
+        assert!(!never.accelerates(51234, 8080) && never.accelerates(51234, 6379));
+        let value = never.map_value();
+        assert_eq!(value.len(), 2 * PORT_BITMAP_BYTES);
+        assert!(value[..PORT_BITMAP_BYTES].iter().all(|&b| b == 0));
+        assert_eq!(value[PORT_BITMAP_BYTES + 8080 / 8], 1 << (8080 % 8));
     }
 
     #[test]

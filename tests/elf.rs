@@ -58,7 +58,10 @@ fn release_object_has_both_programs_and_btf_maps() {
     // sock_ops calls two .text functions, appended once each after it, and
     // each call's offset points at the start of its callee.
     let names: Vec<&str> = sock_ops.layout.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["rawload_sockops", "is_same_host", "port_allowed"]);
+    assert_eq!(
+        names,
+        ["rawload_sockops", "is_same_host", "ports_accelerated"]
+    );
     for (i, insn) in sock_ops.insns.iter().enumerate() {
         if insn.is_pseudo_call() {
             let target = (i as i64 + 1 + insn.imm as i64) as usize;

@@ -23,7 +23,7 @@ mod pair;
 mod stream;
 
 use conn::ConnReport;
-pub use pair::{Transfer, lo_bytes, run_pair};
+pub use pair::{Pair, Transfer, lo_bytes, run_pair};
 pub use stream::{Fnv, Keystream, splitmix64};
 
 /// How the receiver waits for data.

@@ -133,6 +133,23 @@ impl Transfer {
     }
 }
 
+/// Two peers and how to run them.
+#[derive(Debug, Clone)]
+pub struct Pair<'a> {
+    /// The rawload binary.
+    pub exe: &'a Path,
+    /// The cgroups the server and the client join.
+    pub server_cgroup: &'a Path,
+    pub client_cgroup: &'a Path,
+    pub listen: &'a str,
+    /// The client connects here, on the port the server got.
+    pub connect_host: &'a str,
+    /// Options for each side (`--bytes`, `--reader`, ...).
+    pub server_args: Vec<String>,
+    pub client_args: Vec<String>,
+    pub limit: Duration,
+}
+
 /// Runs `<exe> peer serve` on `listen` and `<exe> peer connect` to
 /// `connect_host` (on the port the server got), both in `cgroup`, with
 /// `bytes` of payload each way per connection plus any `extra` peer options.
@@ -145,66 +162,86 @@ pub fn run_pair(
     extra: &[&str],
     limit: Duration,
 ) -> Result<Transfer> {
-    let deadline = Instant::now() + limit;
-    let size = bytes.to_string();
-    let cg = cgroup.display().to_string();
-    let common = ["--bytes", &size, "--cgroup", &cg];
-    let lo_before = lo_bytes()?;
-    let mut server = Reaped(
-        Command::new(exe)
-            .args(["peer", "serve", "--listen", listen])
-            .args(common)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the server peer")?,
-    );
-    let mut server_lines = BufReader::new(server.0.stdout.take().context("server stdout")?).lines();
-    let first = server_lines
-        .next()
-        .context("the server peer exited before listening")?
-        .context("reading the server peer")?;
-    let bound: SocketAddr = first
-        .strip_prefix("listening ")
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("unexpected server output {first:?}"))?;
-    let to = match connect_host.contains(':') {
-        true => format!("[{connect_host}]:{}", bound.port()),
-        false => format!("{connect_host}:{}", bound.port()),
-    };
-    let mut client = Reaped(
-        Command::new(exe)
-            .args(["peer", "connect", "--to", &to])
-            .args(common)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the client peer")?,
-    );
-    let client_out = client.0.stdout.take().context("client stdout")?;
-    client.wait_until(deadline, "client peer")?;
-    server.wait_until(deadline, "server peer")?;
-    let lo_delta = lo_bytes()?.saturating_sub(lo_before);
-    let last_report = |lines: Vec<String>, who: &str| -> Result<Json> {
-        let line = lines
-            .last()
-            .with_context(|| format!("the {who} peer printed no report"))?;
-        Json::parse(line).with_context(|| format!("the {who} peer printed {line:?}"))
-    };
-    let server_json = last_report(server_lines.map_while(Result::ok).collect(), "server")?;
-    let client_json = last_report(
-        BufReader::new(client_out)
-            .lines()
-            .map_while(Result::ok)
-            .collect(),
-        "client",
-    )?;
-    let payload =
-        field_u64(&client_json, "bytes_sent").saturating_add(field_u64(&server_json, "bytes_sent"));
-    Ok(Transfer {
-        client: client_json,
-        server: server_json,
-        lo_delta,
-        payload,
-    })
+    let mut args = vec!["--bytes".to_string(), bytes.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Pair {
+        exe,
+        server_cgroup: cgroup,
+        client_cgroup: cgroup,
+        listen,
+        connect_host,
+        server_args: args.clone(),
+        client_args: args,
+        limit,
+    }
+    .run()
+}
+
+impl Pair<'_> {
+    /// Runs both peers to completion and collects their reports.
+    pub fn run(&self) -> Result<Transfer> {
+        let deadline = Instant::now() + self.limit;
+        let lo_before = lo_bytes()?;
+        let mut server = Reaped(
+            Command::new(self.exe)
+                .args(["peer", "serve", "--listen", self.listen, "--cgroup"])
+                .arg(self.server_cgroup)
+                .args(&self.server_args)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the server peer")?,
+        );
+        let mut server_lines =
+            BufReader::new(server.0.stdout.take().context("server stdout")?).lines();
+        let first = server_lines
+            .next()
+            .context("the server peer exited before listening")?
+            .context("reading the server peer")?;
+        let bound: SocketAddr = first
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected server output {first:?}"))?;
+        let to = match self.connect_host.contains(':') {
+            true => format!("[{}]:{}", self.connect_host, bound.port()),
+            false => format!("{}:{}", self.connect_host, bound.port()),
+        };
+        let mut client = Reaped(
+            Command::new(self.exe)
+                .args(["peer", "connect", "--to", &to, "--cgroup"])
+                .arg(self.client_cgroup)
+                .args(&self.client_args)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the client peer")?,
+        );
+        // Drain both outputs while the peers run: a report larger than the
+        // pipe buffer would otherwise block its writer forever.
+        let client_lines = BufReader::new(client.0.stdout.take().context("client stdout")?).lines();
+        let server_out =
+            std::thread::spawn(move || server_lines.map_while(Result::ok).collect::<Vec<_>>());
+        let client_out =
+            std::thread::spawn(move || client_lines.map_while(Result::ok).collect::<Vec<_>>());
+        client.wait_until(deadline, "client peer")?;
+        server.wait_until(deadline, "server peer")?;
+        let lo_delta = lo_bytes()?.saturating_sub(lo_before);
+        let last_report = |out: std::thread::JoinHandle<Vec<String>>, who: &str| -> Result<Json> {
+            let lines = out
+                .join()
+                .map_err(|_| anyhow::anyhow!("reading the {who} peer's output failed"))?;
+            let line = lines
+                .last()
+                .with_context(|| format!("the {who} peer printed no report"))?;
+            Json::parse(line).with_context(|| format!("the {who} peer printed {line:?}"))
+        };
+        let server_json = last_report(server_out, "server")?;
+        let client_json = last_report(client_out, "client")?;
+        let payload = field_u64(&client_json, "bytes_sent")
+            .saturating_add(field_u64(&server_json, "bytes_sent"));
+        Ok(Transfer {
+            client: client_json,
+            server: server_json,
+            lo_delta,
+            payload,
+        })
+    }
 }

@@ -222,3 +222,114 @@ pub fn bpftool(args: &[&str]) -> String {
     );
     stdout(&out)
 }
+
+/// `make torture` sets RAWLOAD_TORTURE=long; `make test` runs the short form.
+pub fn long_form() -> bool {
+    std::env::var("RAWLOAD_TORTURE").is_ok_and(|v| v == "long")
+}
+
+/// `short` in `make test`, `long` in `make torture`.
+pub fn scale<T>(short: T, long: T) -> T {
+    if long_form() { long } else { short }
+}
+
+impl TestEnv {
+    /// All counters of the attachment.
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        match self.status_json().get("counters") {
+            Some(Json::Obj(fields)) => fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect(),
+            _ => panic!("status has no counters"),
+        }
+    }
+
+    /// Entries in the socket map now.
+    pub fn sockets_in_map(&self) -> u64 {
+        self.status_json()
+            .get("maps")
+            .and_then(Json::as_array)
+            .and_then(|maps| {
+                maps.iter()
+                    .find(|m| m.get("type").and_then(Json::as_str) == Some("sockhash"))
+            })
+            .and_then(|m| m.get("entries"))
+            .and_then(Json::as_u64)
+            .expect("a sockhash in status")
+    }
+}
+
+/// `after - before` for one counter.
+pub fn delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    name: &str,
+) -> u64 {
+    after[name] - before[name]
+}
+
+/// A transfer in a background thread (for things that happen meanwhile).
+pub fn spawn_transfer(
+    cgroup: &Path,
+    listen: &str,
+    host: &str,
+    bytes: u64,
+    extra: &[&str],
+) -> std::thread::JoinHandle<Transfer> {
+    let (cgroup, listen, host) = (cgroup.to_path_buf(), listen.to_string(), host.to_string());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    std::thread::spawn(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        transfer(&cgroup, &listen, &host, bytes, &extra)
+    })
+}
+
+/// Kernel TCP memory in use, in pages (`mem` of the TCP line of
+/// /proc/net/sockstat).
+pub fn tcp_mem_pages() -> u64 {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").expect("/proc/net/sockstat");
+    let tcp = stat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .expect("a TCP line");
+    let f: Vec<&str> = tcp.split_whitespace().collect();
+    let i = f.iter().position(|w| *w == "mem").expect("a mem field");
+    f[i + 1].parse().expect("a number")
+}
+
+/// The third value of net.ipv4.tcp_mem: the kernel's hard limit, in pages.
+pub fn tcp_mem_limit_pages() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem")
+        .expect("tcp_mem")
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("three numbers")
+}
+
+/// A network namespace made by the test (`ip netns add`), removed on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("rawload-test-{tag}-{}", std::process::id());
+        let run = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+        };
+        run(&["netns", "add", &name]);
+        let ns = Netns(name);
+        run(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
