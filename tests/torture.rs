@@ -62,7 +62,7 @@ fn assert_redirect_accounted(
 
 // ---------------------------------------------------------------------------
 
-/// 1. Many connections at once, random write sizes from 1 B to 1 MiB, both
+/// Scenario 1: Many connections at once, random write sizes from 1 B to 1 MiB, both
 /// directions, blocking and non-blocking sockets.
 #[test]
 fn s1_concurrency() {
@@ -99,7 +99,7 @@ fn s1_concurrency() {
     ok(env.detach());
 }
 
-/// 2. Readers of every kind: blocking read, poll, level- and edge-triggered
+/// Scenario 2: Readers of every kind: blocking read, poll, level- and edge-triggered
 /// epoll, FIONREAD before every read. Then a socket in the map that receives
 /// plain TCP (its server runs outside the attached cgroup).
 #[test]
@@ -194,7 +194,7 @@ impl Drop for RemoveCgroup {
     }
 }
 
-/// 3. The establishment race: clients that send right after connect(),
+/// Scenario 3: The establishment race: clients that send right after connect(),
 /// servers that send right after accept(), over thousands of connections.
 #[test]
 fn s3_establishment_race() {
@@ -250,7 +250,7 @@ fn sample_tcp_mem(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     })
 }
 
-/// 4. Slow and dead readers.
+/// Scenario 4: Slow and dead readers.
 #[test]
 fn s4_slow_and_dead_readers() {
     let env = TestEnv::new("s4");
@@ -387,7 +387,7 @@ fn s4_slow_and_dead_readers() {
     ok(env.detach());
 }
 
-/// 5. Half-close, close with unread data, RST.
+/// Scenario 5: Half-close, close with unread data, RST.
 #[test]
 fn s5_half_close_close_and_reset() {
     let env = TestEnv::new("s5");
@@ -475,7 +475,7 @@ fn s5_half_close_close_and_reset() {
     ok(env.detach());
 }
 
-/// 6. Attach and detach under traffic; SIGKILL of `attach` at every step.
+/// Scenario 6: Attach and detach under traffic; SIGKILL of `attach` at every step.
 #[test]
 fn s6_lifecycle() {
     let env = TestEnv::new("s6");
@@ -607,7 +607,7 @@ fn s6_lifecycle() {
     );
 }
 
-/// 7. A full socket map: extra connections stay on TCP and stay correct;
+/// Scenario 7: A full socket map: extra connections stay on TCP and stay correct;
 /// entries disappear when sockets close.
 #[test]
 fn s7_capacity() {
@@ -652,7 +652,7 @@ fn s7_capacity() {
     ok(env.detach());
 }
 
-/// 8. sendfile and splice.
+/// Scenario 8: sendfile and splice.
 #[test]
 fn s8_sendfile_and_splice() {
     let env = TestEnv::new("s8");
@@ -725,7 +725,7 @@ fn s8_sendfile_and_splice() {
     ok(env.detach());
 }
 
-/// 9. Two network namespaces run the same server on the same address and
+/// Scenario 9: Two network namespaces run the same server on the same address and
 /// port, with clients on the same source port: each receives only its own.
 #[test]
 fn s9_namespaces() {
@@ -855,7 +855,7 @@ impl Drop for OtherProgram {
     }
 }
 
-/// 10. Another sock_ops program on the cgroup keeps working after rawload
+/// Scenario 10: Another sock_ops program on the cgroup keeps working after rawload
 /// attaches and after it detaches; an exclusive one is not replaced.
 #[test]
 fn s10_coexistence() {
