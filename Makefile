@@ -28,7 +28,7 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
 APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev \
                      qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux
 
-.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture clean
+.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean
 
 all: rawload
 
@@ -114,6 +114,19 @@ torture: test-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make torture needs root: sudo make torture"; exit 1; }
 	set -o pipefail; RAWLOAD_TORTURE=long $(CARGO) test --release --locked --test torture -- --test-threads=1 --nocapture 2>&1 | tee torture.log
 	@grep '^TORTURE' torture.log
+
+# cargo fuzz on the ELF/BTF/relocation code (nightly toolchain; fuzz/README.md).
+FUZZ_RUNS ?= 10000000
+fuzz: test-deps
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	rm -rf fuzz/corpus && mkdir -p fuzz/corpus/object fuzz/corpus/btf
+	for o in $(BPF_OBJECTS); do \
+		cp $$o fuzz/corpus/object/; \
+		llvm-objcopy-14 --dump-section .BTF=fuzz/corpus/btf/$$(basename $$o).btf $$o /dev/null 2>/dev/null || true; \
+	done
+	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; done
+	cd fuzz && $(CARGO) +nightly fuzz run object corpus/object -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
+	cd fuzz && $(CARGO) +nightly fuzz run btf corpus/btf -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 
 # Debian's 5.10, 6.1 and 6.12 kernels under qemu, each running rawload
 # doctor + selftest (tests/vm/). Kernels are cached in .cache/kernels.

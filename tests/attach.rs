@@ -157,6 +157,10 @@ fn attach_twice_and_detach_twice_leave_nothing_behind() {
     let env = TestEnv::new("twice");
     let before = bpftool_prog_ids();
     ok(env.attach(&[]));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&env.pin_dir).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "the pin directory must be private");
     let again = ok(env.attach(&[]));
     assert!(again.contains("already attached"), "{again}");
 

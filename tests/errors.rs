@@ -191,3 +191,28 @@ fn missing_bpffs_that_cannot_be_mounted_is_reported() {
     );
     assert_untouched(&env);
 }
+
+/// Root without CAP_BPF and CAP_SYS_ADMIN (dropped from the bounding set)
+/// is refused up front, as an unprivileged user is.
+#[test]
+fn root_without_cap_bpf_is_refused() {
+    let env = TestEnv::new("nocapbpf");
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-bpf,-sys_admin",
+            "--inh-caps",
+            "-bpf,-sys_admin",
+            "--",
+            RAWLOAD,
+            "attach",
+        ])
+        .args(["--cgroup", &env.cgroup_arg(), "--pin-dir", &env.pin_arg()])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_one_line_error(
+        &out,
+        "needs root (CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN)",
+    );
+    assert_untouched(&env);
+}

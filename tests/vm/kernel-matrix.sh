@@ -75,11 +75,12 @@ build_initramfs() {
     local root=$CACHE/initramfs
     rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp,run}
     cp /bin/busybox "$root/bin/busybox"
-    for a in sh mount mkdir cat cut sed echo ip poweroff sync sleep uname ls grep; do
+    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail; do
         ln -s busybox "$root/bin/$a"
     done
     cp "$BIN" "$root/bin/rawload"
     cp "$ROOT/tests/vm/init" "$root/init"
+    cp "$ROOT/tests/vm/behaviours.sh" "$root/bin/behaviours.sh"
     # RAWLOAD_MATRIX_EXTRA=DIR: copied to /extra; /extra/run.sh runs before
     # the selftest (for trying a feature on every kernel).
     if [ -n "${RAWLOAD_MATRIX_EXTRA:-}" ]; then
@@ -134,4 +135,12 @@ echo
 echo "kernel matrix (qemu TCG, doctor + selftest inside each guest; logs in $CACHE/logs)"
 printf '%-6s %-28s %-10s %7s  %s\n' label kernel verdict time probes
 for s in "${summary[@]}"; do echo "$s"; done
+echo
+echo "kernel behaviours (tests/vm/behaviours.sh; docs/KERNEL-ISSUES.md)"
+printf '%-6s %-16s %-14s %-16s %s\n' label spurious_eagain fionread_zero splice_received "slow reader: parked / tcp_mem limit, sender"
+for l in "${labels[@]}"; do
+    b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4; }
+    printf '%-6s %-16s %-14s %-16s %s\n' "$l" "$(b spurious_eagain)" "$(b fionread_zero)" "$(b splice_received)" \
+        "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)"
+done
 exit $failed
