@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::attach;
+use crate::bench::{self, BenchOptions, Transport, Workload};
 use crate::doctor;
 use crate::json::Json;
 use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
@@ -51,6 +52,11 @@ enum Command {
     Doctor,
     /// Prove in a private cgroup that bytes are redirected and intact, then detach
     Selftest(SelftestArgs),
+    /// Measure the gain on this host: loopback TCP vs rawload vs AF_UNIX
+    Bench(BenchArgs),
+    /// One bench measurement in a worker process (used by `bench`)
+    #[command(hide = true)]
+    BenchWorker(BenchWorkerArgs),
     /// Generate and verify TCP traffic (used by the tests and the kernel matrix)
     #[command(hide = true, subcommand)]
     Peer(PeerCommand),
@@ -90,6 +96,10 @@ struct AttachArgs {
     /// anyway, because every process in the cgroup shares one namespace
     #[arg(long)]
     single_netns: bool,
+    /// Stay in the foreground after attaching; detach on SIGTERM, SIGINT or
+    /// SIGHUP (for containers and systemd Type=simple)
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +138,45 @@ struct SelftestArgs {
     /// eBPF object to test instead of the embedded one
     #[arg(long, value_name = "FILE")]
     object: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A short run (under 30 seconds) instead of the full one (a few minutes)
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per mode [default: 5, or 2 with --quick]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per measurement [default: 2, or 0.3 with --quick]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// CPUs for client and server, e.g. 0 (default: both on CPU 0) or 0,1
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    cpus: Vec<usize>,
+    /// Only these workloads, e.g. bulk:1024,pingpong:64:1
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// Also write every sample as JSON
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw the ratios as an SVG chart
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchWorkerArgs {
+    #[arg(long, value_enum)]
+    transport: Transport,
+    #[arg(long)]
+    workload: Workload,
+    #[arg(long)]
+    duration_ms: u64,
+    #[arg(long)]
+    cgroup: PathBuf,
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
 }
 
 #[derive(Subcommand)]
@@ -322,8 +371,45 @@ fn run(command: Command) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Bench(a) => bench_cmd(a),
+        Command::BenchWorker(w) => {
+            let report = bench::worker_main(
+                w.transport,
+                w.workload,
+                Duration::from_millis(w.duration_ms),
+                &w.cgroup,
+                &w.cpus,
+            )?;
+            out(&format!("{report}\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Peer(p) => peer_cmd(p),
     }
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
+    let mut opts = BenchOptions::new(a.quick);
+    if let Some(r) = a.rounds {
+        opts.rounds = r.max(1);
+    }
+    if let Some(s) = a.seconds {
+        opts.duration = Duration::from_secs_f64(s.clamp(0.05, 60.0));
+    }
+    opts.cpus = a.cpus;
+    if !a.workloads.is_empty() {
+        opts.workloads = a.workloads;
+    }
+    let summary = bench::run(&opts, &mut std::io::stderr())?;
+    out(&bench::render_table(&summary))?;
+    if let Some(path) = a.json {
+        std::fs::write(&path, format!("{}\n", bench::to_json(&summary).pretty()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = a.svg {
+        std::fs::write(&path, bench::render_svg(&summary))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
@@ -384,6 +470,12 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
             }
             out(&text)?;
         }
+    }
+    if a.hold {
+        let signal = loader::wait_for_stop_signal()?;
+        out(&format!("rawload: {signal}: detaching\n"))?;
+        loader::detach(&opts.pin_dir, Some(&opts.cgroup))?;
+        out("rawload: detached\n")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,10 +28,12 @@
 //! | [`loader`] | `attach` / `detach`: the pipeline, in order, with undo |
 //! | [`status`], [`trace`] | reading back what is attached; trace lines |
 //! | [`doctor`], [`selftest`] | what the kernel offers; an end-to-end proof on this host |
+//! | [`bench`], [`scratch`] | the measured gain (tcp vs rawload vs AF_UNIX); private cgroups and pins |
 //! | [`traffic`], [`json`] | verifiable test traffic; JSON without dependencies |
 //! | [`cli`]    | the command line |
 
 pub mod attach;
+pub mod bench;
 pub mod btf;
 pub mod cli;
 pub mod doctor;
@@ -46,6 +48,7 @@ pub mod policy;
 pub mod probe;
 pub mod programs;
 pub mod reloc;
+pub mod scratch;
 pub mod selftest;
 pub mod status;
 pub mod sys;

@@ -224,6 +224,17 @@ impl Drop for SignalsDeferred {
     }
 }
 
+/// Blocks until SIGTERM, SIGINT or SIGHUP arrives (`attach --hold`).
+pub fn wait_for_stop_signal() -> Result<Signal> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    // Blocked signals stay pending until sigwait() takes them.
+    set.thread_block().context("blocking signals")?;
+    set.wait().context("waiting for a signal")
+}
+
 /// The socket map the sk_msg program redirects through: the one SOCKHASH
 /// (or SOCKMAP) it references.
 pub fn socket_map(obj: &Object, sk_msg: &ProgramSpec) -> Result<usize> {

@@ -9,50 +9,15 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::attach;
 use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
+use crate::scratch::{PrivateCgroup, PrivatePins};
 use crate::status;
 use crate::traffic::{self, Transfer};
-
-/// A private cgroup, removed on drop after ending the processes in it
-/// (only the selftest's own peers can be there).
-struct PrivateCgroup(PathBuf);
-
-impl Drop for PrivateCgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            match std::fs::remove_dir(&self.0) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => return,
-            }
-        }
-    }
-}
-
-/// Detaches and unpins on drop unless already done.
-struct PrivatePins(PathBuf);
-
-impl Drop for PrivatePins {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            let _ = loader::detach(&self.0, None);
-        }
-    }
-}
 
 /// The test cases: (label, listen address, client host).
 const CASES: [(&str, &str, &str); 3] = [
@@ -74,11 +39,9 @@ fn mib(bytes: u64) -> f64 {
 pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<bool> {
     loader::require_privileges("selftest")?;
     let exe = std::env::current_exe().context("finding the rawload binary")?;
-    let mount = attach::default_cgroup()?;
     let unique = format!("rawload-selftest-{}", std::process::id());
-    let cgroup = PrivateCgroup(mount.join(&unique));
-    std::fs::create_dir(&cgroup.0).with_context(|| format!("creating {}", cgroup.0.display()))?;
-    let pins = PrivatePins(PathBuf::from(crate::pin::BPFFS_MOUNT).join(&unique));
+    let cgroup = PrivateCgroup::create(&unique)?;
+    let pins = PrivatePins::new(&unique);
 
     let mut failures = Vec::new();
     let mut line = |out: &mut dyn Write, ok: Option<bool>, text: &str| -> Result<()> {
@@ -96,8 +59,8 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
     };
 
     let outcome = loader::attach(&AttachOptions {
-        cgroup: cgroup.0.clone(),
-        pin_dir: pins.0.clone(),
+        cgroup: cgroup.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
         object: object.clone(),
         ports: None,
         exclude_ports: None,
@@ -113,7 +76,7 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         Some(true),
         &format!(
             "attached to {} (keys include the network namespace: {})",
-            cgroup.0.display(),
+            cgroup.path().display(),
             if at.netns_keys == NetnsKeys::Yes {
                 "yes"
             } else {
@@ -132,9 +95,9 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
             )?;
             continue;
         }
-        let before = counters(&pins.0)?;
-        let t = transfer(&exe, &cgroup.0, listen, host, bytes)?;
-        let redirected = counters(&pins.0)?.saturating_sub(before);
+        let before = counters(pins.path())?;
+        let t = transfer(&exe, cgroup.path(), listen, host, bytes)?;
+        let redirected = counters(pins.path())?.saturating_sub(before);
         let mut problems = t.problems();
         if t.lo_delta * 100 >= t.payload {
             problems.push(format!(
@@ -155,13 +118,13 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         )?;
     }
 
-    if let Some(st) = status::read(&pins.0)? {
+    if let Some(st) = status::read(pins.path())? {
         for l in status::render(&st).lines() {
             writeln!(out, "selftest:      {l}")?;
         }
     }
 
-    match loader::detach(&pins.0, None)? {
+    match loader::detach(pins.path(), None)? {
         DetachOutcome::Detached(d) if d.sock_ops => line(out, Some(true), "detached")?,
         other => line(
             out,
@@ -169,7 +132,7 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
             &format!("detach did not detach sock_ops: {other:?}"),
         )?,
     }
-    let t = transfer(&exe, &cgroup.0, CASES[0].1, CASES[0].2, bytes)?;
+    let t = transfer(&exe, cgroup.path(), CASES[0].1, CASES[0].2, bytes)?;
     let mut problems = t.problems();
     if t.lo_delta < 2 * t.payload {
         problems.push(format!(

@@ -1,0 +1,73 @@
+//! Private, throw-away places for `selftest` and `bench`: a child cgroup and
+//! a pin directory of their own, removed on drop (also when a run fails).
+//! Nothing outside them is ever touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::attach;
+use crate::loader;
+use crate::pin::BPFFS_MOUNT;
+
+/// A child cgroup of the cgroup2 root, removed on drop after ending the
+/// processes in it (only the caller's own children can be there).
+#[derive(Debug)]
+pub struct PrivateCgroup(PathBuf);
+
+impl PrivateCgroup {
+    /// Creates `<cgroup2 root>/<name>`.
+    pub fn create(name: &str) -> Result<PrivateCgroup> {
+        let path = attach::default_cgroup()?.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(PrivateCgroup(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivateCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            match std::fs::remove_dir(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// A pin directory under /sys/fs/bpf; whatever is attached through it is
+/// detached and unpinned on drop.
+#[derive(Debug)]
+pub struct PrivatePins(PathBuf);
+
+impl PrivatePins {
+    pub fn new(name: &str) -> PrivatePins {
+        PrivatePins(PathBuf::from(BPFFS_MOUNT).join(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivatePins {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = loader::detach(&self.0, None);
+        }
+    }
+}
