@@ -31,12 +31,12 @@ impl Stream for UnixStream {
     }
 }
 
-/// `conns` connected pairs (client end, server end).
-fn connect_pairs(
-    transport: Transport,
-    conns: usize,
-) -> Result<Vec<(Box<dyn Stream>, Box<dyn Stream>)>> {
-    let mut pairs: Vec<(Box<dyn Stream>, Box<dyn Stream>)> = Vec::new();
+/// A connection: (client end, server end).
+type Ends = (Box<dyn Stream>, Box<dyn Stream>);
+
+/// `conns` connections.
+fn connect_pairs(transport: Transport, conns: usize) -> Result<Vec<Ends>> {
+    let mut pairs: Vec<Ends> = Vec::new();
     match transport {
         Transport::Tcp => {
             let listener = TcpListener::bind("127.0.0.1:0").context("listening on 127.0.0.1")?;
