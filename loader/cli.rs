@@ -100,6 +100,9 @@ struct AttachArgs {
     /// SIGHUP (for containers and systemd Type=simple)
     #[arg(long)]
     hold: bool,
+    /// Narrate each step: every bpf() command, its fields and the answer
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Args)]
@@ -413,6 +416,9 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
 }
 
 fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
+    if a.explain {
+        crate::narrate::enable();
+    }
     let cgroup = match a.cgroup {
         Some(c) => c,
         None => attach::default_cgroup()?,

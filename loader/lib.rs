@@ -42,6 +42,7 @@ pub mod insn;
 pub mod json;
 pub mod loader;
 pub mod maps;
+pub mod narrate;
 pub mod obj;
 pub mod pin;
 pub mod policy;

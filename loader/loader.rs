@@ -26,6 +26,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::attach::{self, Cgroup};
 use crate::elf;
 use crate::maps::Map;
+use crate::narrate;
 use crate::obj::{Object, ProgramSpec, RefKind};
 use crate::pin::{self, AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
 use crate::policy::{self, PortPolicy, PortSet};
@@ -288,10 +289,26 @@ fn live_attachment(dir: &PinDir) -> Result<Option<AttachRecord>> {
 pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     require_privileges("attach")?;
     let cgroup = Cgroup::open(&opts.cgroup)?;
+    narrate!(
+        "1. cgroup {} is cgroup v2 (id {}): sock_ops will see its sockets",
+        cgroup.path.display(),
+        cgroup.id
+    );
     let mut obj = opts.object.parse()?;
     let sock_ops_spec = obj.program(prog_type::SOCK_OPS)?.clone();
     let sk_msg_spec = obj.program(prog_type::SK_MSG)?.clone();
     let socket_map_index = socket_map(&obj, &sk_msg_spec)?;
+    narrate!(
+        "2. read {}: programs {} and {}, maps {} (rawload explain shows all of it)",
+        opts.object,
+        sock_ops_spec.name,
+        sk_msg_spec.name,
+        obj.maps
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let port_policy = PortPolicy {
         allow: opts.ports.clone(),
         deny: opts.exclude_ports.clone(),
@@ -307,6 +324,10 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     }
 
     pin::ensure_bpffs(&opts.pin_dir)?;
+    narrate!(
+        "3. {} is on bpffs; looking for an earlier attachment there",
+        opts.pin_dir.display()
+    );
     let mut recovered = false;
     if let Some(dir) = PinDir::existing(&opts.pin_dir) {
         dir.check_owner()?;
@@ -331,6 +352,16 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
 
     let _deferred = SignalsDeferred::new()?;
     let memlock = probe::raise_memlock();
+    narrate!(
+        "4. raise RLIMIT_MEMLOCK (kernels before 5.11 charge BPF memory to it): {}",
+        match memlock {
+            Memlock::Raised => "raised to unlimited".to_string(),
+            Memlock::Refused(e) => format!("refused ({e}), harmless on 5.11+"),
+        }
+    );
+    narrate!(
+        "5. probe bpf_get_netns_cookie: load one tiny sock_ops and one sk_msg program calling it"
+    );
     let netns_cookie =
         probe::netns_cookie().map_err(|e| anyhow::anyhow!("probing the kernel: {}", e.desc()))?;
     let netns_keys = match (obj.global(CFG_NETNS_COOKIE).is_some(), netns_cookie) {
@@ -344,6 +375,14 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
             cgroup.path.display()
         ),
     };
+    narrate!(
+        "   -> {}",
+        match netns_keys {
+            NetnsKeys::Yes => "present: .rodata cfg_netns_cookie = 1, keys include the namespace",
+            NetnsKeys::NoKernelSupport => "absent: cfg_netns_cookie stays 0 (--single-netns)",
+            NetnsKeys::NotInObject => "not used by this object",
+        }
+    );
     if netns_keys == NetnsKeys::Yes {
         obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
@@ -355,17 +394,36 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     }
 
     // Maps first: the programs' instructions need their fds.
+    narrate!("6. create the maps (global data gets its initial bytes; .rodata is frozen)");
     let mut maps = Vec::with_capacity(obj.maps.len());
     for (i, spec) in obj.maps.iter().enumerate() {
         let sized = i == socket_map_index || spec.name == CONNS_MAP;
         let map = Map::create(spec, opts.max_sockets.filter(|_| sized))?;
+        narrate!("   map {} -> fd {}", spec.name, map.raw_fd());
         maps.push(map);
     }
+    narrate!("7. fill the policy maps: this host's addresses, the port policy");
     let host_addresses = fill_policy_maps(&obj, &maps, &port_policy)?;
     kill_point("maps-created");
     let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
     let load = |spec: &ProgramSpec| -> Result<Program> {
         let insns = reloc::apply(spec, &fds)?;
+        narrate!(
+            "8. relocate and load {} ({} instructions, {} map references patched):",
+            spec.name,
+            insns.len(),
+            spec.map_refs.len()
+        );
+        for r in &spec.map_refs {
+            narrate!(
+                "   insn {:>4}: ld_imm64 {} -> src_reg {} imm {} (fd of {})",
+                r.insn,
+                r.symbol,
+                insns[r.insn].src(),
+                insns[r.insn].imm,
+                obj.maps[r.map].name
+            );
+        }
         Ok(Program::load(
             &spec.name,
             spec.kind,
@@ -382,6 +440,11 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let mut undo = Undo::default();
     let done = (|| -> Result<()> {
         // 1. sk_msg on the map before any socket can enter it.
+        narrate!(
+            "9. attach {} to {} (BPF_SK_MSG_VERDICT), before sockets can enter the map: they copy its programs then",
+            sk_msg.name,
+            socket_map.meta().name
+        );
         attach::attach_sk_msg(socket_map.as_fd(), sk_msg.as_fd())?;
         let (map_fd, prog_fd) = (dup(socket_map)?, dup(&sk_msg)?);
         undo.push("detaching sk_msg", move || {
@@ -390,6 +453,10 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         kill_point("sk-msg-attached");
 
         // 2. Pins and the record, so that a later `detach` finds everything.
+        narrate!(
+            "10. pin the record, both programs and every map under {} (mode 0700)",
+            opts.pin_dir.display()
+        );
         let dir = PinDir::create(&opts.pin_dir)?;
         let undo_dir = dir.clone();
         undo.push("removing pins", move || undo_dir.clear().map(drop));
@@ -409,6 +476,12 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         kill_point("maps-pinned");
 
         // 3. sock_ops on the cgroup: from now on new connections enter the map.
+        narrate!(
+            "11. attach {} to {} (BPF_CGROUP_SOCK_OPS, flags BPF_F_ALLOW_MULTI = {:#x})",
+            sock_ops.name,
+            cgroup.path.display(),
+            crate::sys::attach_type::BPF_F_ALLOW_MULTI
+        );
         cgroup.attach_sock_ops(sock_ops.as_fd())?;
         kill_point("cgroup-attached");
         Ok(())
@@ -450,6 +523,10 @@ fn fill_policy_maps(obj: &Object, maps: &[Map], ports: &PortPolicy) -> Result<us
             );
         }
         for ip in addrs.into_iter().take(capacity) {
+            narrate!(
+                "    {ADDRS_MAP}: {ip} (as {})",
+                std::net::Ipv6Addr::from(policy::key_address(ip))
+            );
             maps[i].update(&policy::key_address(ip), &[1])?;
             written += 1;
         }

@@ -149,6 +149,7 @@ impl PinDir {
 
     /// `BPF_OBJ_PIN` at `<dir>/<name>`.
     pub fn pin(&self, fd: BorrowedFd<'_>, name: &str) -> Result<()> {
+        crate::narrate!("    pin {}", self.path.join(name).display());
         sys::obj_pin(fd, &self.path_of(name)?)
             .with_context(|| format!("pinning {}", self.path.join(name).display()))
     }

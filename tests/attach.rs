@@ -359,3 +359,36 @@ fn global_data_object_attaches_and_counts() {
     );
     ok(env.detach());
 }
+
+/// `attach --explain` narrates every step and every bpf() command with its
+/// answer, in order: maps before programs, sk_msg before sock_ops.
+#[test]
+fn attach_explain_narrates_each_step_and_syscall() {
+    let env = TestEnv::new("explain");
+    let out = format!("\n{}", ok(env.attach(&["--explain"])));
+    let pos = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from:\n{out}"))
+    };
+    let steps: Vec<usize> = (1..=11)
+        .map(|n| pos(&format!("\n{n}. ")))
+        .collect::<Vec<_>>();
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "steps out of order:\n{out}"
+    );
+    assert!(
+        pos("bpf(BPF_MAP_CREATE, {map_type=18 (sockhash), key_size=48, value_size=8")
+            < pos("prog_name=\"rawload_sockops\"")
+    );
+    assert!(
+        pos("attach_type=7, attach_flags=0x0}) = 0") < pos("attach_type=3, attach_flags=0x2}) = 0")
+    );
+    assert!(out.contains("ld_imm64 rawload_socks -> src_reg 1"), "{out}");
+    assert!(out.contains("bpf(BPF_MAP_FREEZE"), "{out}");
+    assert!(
+        out.contains(&format!("    pin {}/prog_sockops", env.pin_dir.display())),
+        "{out}"
+    );
+    ok(env.detach());
+}

@@ -19,6 +19,107 @@
 
 use std::mem::{offset_of, size_of};
 
+/// Readable field lists for `--explain` (pointers shown as addresses: the
+/// kernel copies from them during the call).
+pub trait Fields {
+    fn fields(&self) -> String;
+}
+
+fn name(bytes: &[u8; 16]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+impl Fields for MapCreate {
+    fn fields(&self) -> String {
+        format!(
+            "map_type={} ({}), key_size={}, value_size={}, max_entries={}, map_flags={:#x}, map_name=\"{}\"",
+            self.map_type,
+            super::map_type::name(self.map_type),
+            self.key_size,
+            self.value_size,
+            self.max_entries,
+            self.map_flags,
+            name(&self.map_name)
+        )
+    }
+}
+
+impl Fields for MapElem {
+    fn fields(&self) -> String {
+        format!(
+            "map_fd={}, key={:#x}, value={:#x}, flags={}",
+            self.map_fd, self.key, self.value, self.flags
+        )
+    }
+}
+
+impl Fields for MapFreeze {
+    fn fields(&self) -> String {
+        format!("map_fd={}", self.map_fd)
+    }
+}
+
+impl Fields for ProgLoad {
+    fn fields(&self) -> String {
+        format!(
+            "prog_type={} ({}), insn_cnt={}, insns={:#x}, license={:#x}, log_level={}, log_size={}, kern_version={}, prog_name=\"{}\", expected_attach_type={}",
+            self.prog_type,
+            super::prog_type::name(self.prog_type),
+            self.insn_cnt,
+            self.insns,
+            self.license,
+            self.log_level,
+            self.log_size,
+            self.kern_version,
+            name(&self.prog_name),
+            self.expected_attach_type
+        )
+    }
+}
+
+impl Fields for ObjPin {
+    fn fields(&self) -> String {
+        format!(
+            "pathname={:#x}, bpf_fd={}, file_flags={}",
+            self.pathname, self.bpf_fd, self.file_flags
+        )
+    }
+}
+
+impl Fields for ProgAttach {
+    fn fields(&self) -> String {
+        format!(
+            "target_fd={}, attach_bpf_fd={}, attach_type={}, attach_flags={:#x}",
+            self.target_fd, self.attach_bpf_fd, self.attach_type, self.attach_flags
+        )
+    }
+}
+
+impl Fields for GetId {
+    fn fields(&self) -> String {
+        format!("id={}", self.id)
+    }
+}
+
+impl Fields for ObjInfo {
+    fn fields(&self) -> String {
+        format!(
+            "bpf_fd={}, info_len={}, info={:#x}",
+            self.bpf_fd, self.info_len, self.info
+        )
+    }
+}
+
+impl Fields for ProgQuery {
+    fn fields(&self) -> String {
+        format!(
+            "target_fd={}, attach_type={}, prog_cnt={}",
+            self.target_fd, self.attach_type, self.prog_cnt
+        )
+    }
+}
+
 /// Command numbers (`enum bpf_cmd`).
 pub mod cmd {
     pub const MAP_CREATE: u32 = 0;

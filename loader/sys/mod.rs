@@ -43,7 +43,7 @@ pub type SysResult<T> = Result<T, SysError>;
 
 /// Marker for the attribute blocks of [`attr`]: only they may be handed to
 /// [`bpf`], so the kernel always reads a struct that mirrors its UAPI layout.
-trait Attr {}
+trait Attr: attr::Fields {}
 impl Attr for attr::MapCreate {}
 impl Attr for attr::MapElem {}
 impl Attr for attr::MapFreeze {}
@@ -69,14 +69,24 @@ fn bpf<A: Attr>(command: u32, attr: &mut A) -> SysResult<i64> {
             size_of::<A>() as libc::c_long,
         )
     };
-    if ret < 0 {
+    let result = if ret < 0 {
         Err(SysError {
             cmd: cmd::name(command),
             errno: Errno::last(),
         })
     } else {
         Ok(ret as i64)
-    }
+    };
+    crate::narrate!(
+        "      bpf({}, {{{}}}) = {}",
+        cmd::name(command),
+        attr.fields(),
+        match &result {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("-1 {}", e.errno),
+        }
+    );
+    result
 }
 
 /// Wraps a descriptor the kernel just returned. Descriptor 0 is moved up:

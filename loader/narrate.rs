@@ -1,0 +1,34 @@
+//! `--explain`: say what is happening, as it happens.
+//!
+//! Off by default. When on, the loader announces each step and the syscall
+//! layer prints every `bpf(2)` command with the fields it sends and what the
+//! kernel answered, so a reader can follow the whole load on a live system.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+pub fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Prints one line to stdout (explain output is the command's output).
+pub fn say(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{args}");
+}
+
+/// `narrate!("format", args)`: a line of `--explain` output, if enabled.
+#[macro_export]
+macro_rules! narrate {
+    ($($arg:tt)*) => {
+        if $crate::narrate::enabled() {
+            $crate::narrate::say(format_args!($($arg)*));
+        }
+    };
+}
