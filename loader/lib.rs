@@ -20,6 +20,7 @@
 //! | [`btf`]    | the BTF reader behind `.maps` |
 //! | [`obj`]    | the object model: map and program specs with symbolic map references |
 //! | [`insn`]   | one eBPF instruction |
+//! | [`disasm`] | instructions as text, as `llvm-objdump -d` prints them |
 //! | [`reloc`]  | linking bpf-to-bpf calls; patching map fds into `ld_imm64` |
 //! | [`sys`]    | the syscall layer, the only `unsafe` code |
 //! | [`maps`], [`programs`] | maps and programs in the kernel |
@@ -36,6 +37,7 @@ pub mod attach;
 pub mod bench;
 pub mod btf;
 pub mod cli;
+pub mod disasm;
 pub mod doctor;
 pub mod elf;
 pub mod insn;
