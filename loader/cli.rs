@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::attach;
 use crate::bench::{self, BenchOptions, Transport, Workload};
 use crate::doctor;
+use crate::explain;
 use crate::json::Json;
 use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
 use crate::pin::DEFAULT_PIN_DIR;
@@ -48,6 +49,8 @@ enum Command {
     Status(StatusArgs),
     /// Stream the trace lines of an `attach --debug` object (until Ctrl-C)
     Trace(TraceArgs),
+    /// What the loader sees in an object and would do with it (no root needed)
+    Explain(ExplainArgs),
     /// Which kernel features are present, and what to fix (exit 1 if unusable)
     Doctor,
     /// Prove in a private cgroup that bytes are redirected and intact, then detach
@@ -131,6 +134,15 @@ struct TraceArgs {
     /// Stop after this many seconds
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// eBPF object to explain [default: the embedded one]
+    object: Option<PathBuf>,
+    /// Explain the embedded debug object instead
+    #[arg(long, conflicts_with = "object")]
+    debug: bool,
 }
 
 #[derive(Args)]
@@ -352,6 +364,14 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Trace(t) => {
             let mut stdout = std::io::stdout();
             trace::stream(&mut stdout, t.lines, t.timeout.map(Duration::from_secs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(a) => {
+            let source = a.object.map_or(
+                ObjectSource::Embedded { debug: a.debug },
+                ObjectSource::File,
+            );
+            out(&explain::explain(&source)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {

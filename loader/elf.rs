@@ -123,6 +123,11 @@ impl<'a, 'd> Reader<'a, 'd> {
                         SectionRole::BtfMaps
                     }
                     ".BTF" => SectionRole::Btf,
+                    ".symtab" | ".strtab" => SectionRole::Symbols,
+                    // Relocations of BTF and debug info are for debuggers.
+                    n if n.starts_with(".rel.BTF") || n.starts_with(".rel.debug") => {
+                        SectionRole::Ignored
+                    }
                     n if n.starts_with(".rel") => SectionRole::Relocations,
                     n if is_data_section(n) => SectionRole::GlobalData,
                     _ => SectionRole::Ignored,

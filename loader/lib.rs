@@ -29,6 +29,7 @@
 //! | [`loader`] | `attach` / `detach`: the pipeline, in order, with undo |
 //! | [`status`], [`trace`] | reading back what is attached; trace lines |
 //! | [`doctor`], [`selftest`] | what the kernel offers; an end-to-end proof on this host |
+//! | [`explain`], [`narrate`] | what the loader sees in an object; `--explain` step by step |
 //! | [`bench`], [`scratch`] | the measured gain (tcp vs rawload vs AF_UNIX); private cgroups and pins |
 //! | [`traffic`], [`json`] | verifiable test traffic; JSON without dependencies |
 //! | [`cli`]    | the command line |
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod disasm;
 pub mod doctor;
 pub mod elf;
+pub mod explain;
 pub mod insn;
 pub mod json;
 pub mod loader;

@@ -51,9 +51,12 @@ pub enum SectionRole {
     Version,
     /// `.BTF`: type information, read on the host only.
     Btf,
-    /// Relocations of an instruction section.
+    /// `.symtab` and its strings: names and places of programs, maps and
+    /// variables.
+    Symbols,
+    /// Relocations of an instruction section (`.rel<section>`).
     Relocations,
-    /// Everything else (symbol and string tables, `.BTF.ext`, debug info).
+    /// Everything else (`.BTF.ext`, debug info and its relocations).
     Ignored,
 }
 
@@ -68,7 +71,10 @@ impl SectionRole {
             SectionRole::License => "license string passed to BPF_PROG_LOAD",
             SectionRole::Version => "kernel version (kern_version)",
             SectionRole::Btf => "type information (read here, never loaded)",
-            SectionRole::Relocations => "relocations: where map fds and calls go",
+            SectionRole::Symbols => "symbols: where each program, map and variable is",
+            SectionRole::Relocations => {
+                "relocations: which instructions refer to maps and functions"
+            }
             SectionRole::Ignored => "not needed for loading",
         }
     }
