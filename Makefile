@@ -14,9 +14,11 @@ STATIC_BIN  := target/$(TARGET)/release/rawload
 CLANG       ?= clang-14
 LLVM_STRIP  ?= llvm-strip-14
 # -mcpu=v2: no ALU32/JMP32 or atomics that 5.x kernels lack. -g produces .BTF
-# (needed for the .maps section); the DWARF is stripped afterwards so that the
+# (needed for the .maps section). Stripped afterwards: the DWARF, so that the
 # bytes do not depend on the checkout's path and `make check-prebuilt` can
-# compare them.
+# compare them, and .BTF.ext (line info for BTF loaded into the kernel, which
+# rawload never does), which keeps the embedded objects and the binary small.
+BPF_STRIP   = $(LLVM_STRIP) -g --remove-section=.BTF.ext --remove-section=.rel.BTF.ext
 BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v2 -Wall -Werror \
                -I/usr/include/$(shell uname -m)-linux-gnu -fdebug-prefix-map=$(CURDIR)=.
 # Where `make bpf` writes; check-prebuilt points it at a scratch directory.
@@ -26,16 +28,19 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/globals.o tests/fixtures/other_sockops.o
 
 APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev \
-                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux
+                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
 
-.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean
+.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \
+        bench bench-apps bench-loaders
 
 all: rawload
 
 # A fully static, self-contained binary. --target must be explicit with
-# crt-static so the flag does not reach build scripts and proc-macros.
+# crt-static so the flag does not reach build scripts and proc-macros. Not
+# position-independent: static-pie carries ~90 KB of relocations, and the
+# 2 MiB budget matters more for a short-lived root CLI than ASLR of its image.
 rawload:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
+	RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' $(CARGO) build --release --locked --target $(TARGET)
 	cp $(STATIC_BIN) ./rawload
 	@echo "built ./rawload ($$(stat -c %s ./rawload) bytes); next: sudo ./rawload attach"
 
@@ -46,32 +51,32 @@ bpf: $(addprefix $(BPF_OUT)/,$(BPF_OBJECTS))
 $(BPF_OUT)/prebuilt/rawload.bpf.o: bpf-src/rawload.bpf.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 $(BPF_OUT)/prebuilt/rawload-debug.bpf.o: bpf-src/rawload.bpf.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -DRAWLOAD_DEBUG -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 $(BPF_OUT)/tests/fixtures/seed_legacy.o: tests/fixtures/seed_legacy.c
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 $(BPF_OUT)/tests/fixtures/verifier_reject.o: tests/fixtures/verifier_reject.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 $(BPF_OUT)/tests/fixtures/globals.o: tests/fixtures/globals.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 $(BPF_OUT)/tests/fixtures/other_sockops.o: tests/fixtures/other_sockops.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-	$(LLVM_STRIP) -g $@
+	$(BPF_STRIP) $@
 
 # Rebuild every object into a scratch directory and compare byte for byte:
 # the committed objects are exactly what the committed sources produce.
@@ -127,6 +132,24 @@ fuzz: test-deps
 	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; done
 	cd fuzz && $(CARGO) +nightly fuzz run object corpus/object -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 	cd fuzz && $(CARGO) +nightly fuzz run btf corpus/btf -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
+
+# --- benchmarks (root; private cgroup and netns, loopback only) -----------
+# See docs/PERFORMANCE.md for results and bench/README.md for the methods.
+
+# Plain TCP vs rawload vs AF_UNIX on microbenchmarks: BENCH_ARGS="--quick".
+bench: rawload
+	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root: sudo make bench"; exit 1; }
+	./rawload bench $(BENCH_ARGS)
+
+# iperf3, redis, nginx+wrk, mariadb+sysbench with and without rawload.
+bench-apps: rawload
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-apps needs root: sudo make bench-apps"; exit 1; }
+	bench/apps.sh $(BENCH_ARGS)
+
+# The cost of loading: rawload vs bpftool vs aya (attach/detach time, RSS, size).
+bench-loaders: rawload test-deps
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-loaders needs root: sudo make bench-loaders"; exit 1; }
+	bench/loader-cost.sh $(RUNS)
 
 # Debian's 5.10, 6.1 and 6.12 kernels under qemu, each running rawload
 # doctor + selftest (tests/vm/). Kernels are cached in .cache/kernels.

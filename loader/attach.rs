@@ -106,6 +106,52 @@ impl Cgroup {
         })
     }
 
+    /// The cgroup an attachment was recorded on: `path` if it still names
+    /// cgroup `id`, else wherever cgroup `id` is now; None when it is gone.
+    ///
+    /// The record names the cgroup by the path the attaching process saw,
+    /// which another mount namespace may not share: a container that
+    /// attached to `/host/cgroup` meant the host's `/sys/fs/cgroup`. The id
+    /// (the directory's inode on cgroup2, never reused on 64-bit kernels) is
+    /// the same in every namespace.
+    pub fn recorded(path: &Path, id: u64) -> Option<Cgroup> {
+        match Cgroup::open(path) {
+            Ok(cg) if cg.id == id => Some(cg),
+            _ => Cgroup::find_by_id(id),
+        }
+    }
+
+    /// Finds cgroup `id` under the cgroup2 mount. The walk is bounded and
+    /// visits directories only (cgroups are directories; the files in them
+    /// are interface files).
+    fn find_by_id(id: u64) -> Option<Cgroup> {
+        const MAX_DIRS: usize = 100_000;
+        let mut pending = vec![cgroup2_mount()?];
+        let mut seen = 0;
+        while let Some(dir) = pending.pop() {
+            seen += 1;
+            if seen > MAX_DIRS {
+                return None;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            if meta.ino() == id {
+                return Cgroup::open(&dir).ok();
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            pending.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        None
+    }
+
     /// The programs attached here for sock_ops and the attach mode.
     pub fn sock_ops_programs(&self) -> Result<(u32, Vec<u32>)> {
         sys::prog_query(self.as_fd(), attach_type::CGROUP_SOCK_OPS)

@@ -45,7 +45,8 @@ enum Command {
     Attach(AttachArgs),
     /// Detach and unpin exactly what `attach` added
     Detach(DetachArgs),
-    /// Show what is attached: programs, maps, sockets, counters
+    /// Show what is attached: programs, maps, sockets, counters (exit 0 when
+    /// fully attached, 3 when not, so it can serve as a health check)
     Status(StatusArgs),
     /// Stream the trace lines of an `attach --debug` object (until Ctrl-C)
     Trace(TraceArgs),
@@ -540,8 +541,16 @@ fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rawload status` exit code when rawload is not (fully) attached; 3 is what
+/// LSB init scripts and `systemctl status` use for "not running".
+const NOT_ATTACHED: u8 = 3;
+
 fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
     let st = status::read(&s.pin.pin_dir)?;
+    let code = match &st {
+        Some(st) if st.attached() => ExitCode::SUCCESS,
+        _ => ExitCode::from(NOT_ATTACHED),
+    };
     let others = match &st {
         Some(_) => Vec::new(),
         None => status::other_rawload_programs(&[])?,
@@ -549,7 +558,7 @@ fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
     if s.json {
         let json = status::to_json(st.as_ref(), &s.pin.pin_dir, &others);
         out(&format!("{}\n", json.pretty()))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     match st {
         Some(st) => out(&status::render(&st))?,
@@ -567,7 +576,7 @@ fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
             out(&text)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn peer_cmd(p: PeerCommand) -> Result<ExitCode> {

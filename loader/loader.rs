@@ -574,32 +574,40 @@ pub fn detach(pin_dir: &Path, cgroup: Option<&Path>) -> Result<DetachOutcome> {
 
 fn detach_dir(dir: &PinDir, cgroup_arg: Option<&Path>) -> Result<Detached> {
     let record = AttachRecord::read(dir)?;
-    if let (Some(r), Some(arg)) = (&record, cgroup_arg) {
-        if !same_file(&r.cgroup, arg) {
-            bail!(
-                "{} holds an attachment to {}, not to {}",
-                dir.path.display(),
-                r.cgroup.display(),
-                arg.display()
-            );
-        }
-    }
     let mut out = Detached::default();
-    let cgroup_path = match (&record, cgroup_arg) {
-        (Some(r), _) => Some(r.cgroup.clone()),
-        (None, Some(arg)) => Some(arg.to_path_buf()),
-        (None, None) => None,
-    };
-    if let (Some(prog), Some(path)) = (dir.get(SOCK_OPS_PIN)?, &cgroup_path) {
-        out.cgroup = Some(path.clone());
-        match Cgroup::open(path) {
-            Ok(cg) if record.as_ref().is_none_or(|r| r.cgroup_id == cg.id) => {
-                out.sock_ops = cg.detach_sock_ops(prog.as_fd())?;
-            }
-            // Same path, new cgroup: the old one and its attachment are gone.
-            Ok(_) => out.cgroup_gone = true,
-            Err(_) if !path.exists() => out.cgroup_gone = true,
-            Err(e) => return Err(e),
+    if let Some(prog) = dir.get(SOCK_OPS_PIN)? {
+        // Cgroups are compared by id: paths differ between mount namespaces
+        // (a container's /host/cgroup is the host's /sys/fs/cgroup), ids do not.
+        let recorded = |r: &AttachRecord| Cgroup::recorded(&r.cgroup, r.cgroup_id);
+        let cgroup = match (&record, cgroup_arg) {
+            (Some(r), Some(arg)) => match Cgroup::open(arg) {
+                Ok(cg) if cg.id == r.cgroup_id => Some(cg),
+                // The recorded path itself, now gone or a new cgroup.
+                _ if arg == r.cgroup => recorded(r),
+                _ => bail!(
+                    "{} holds an attachment to {} (cgroup id {}), not to {}",
+                    dir.path.display(),
+                    r.cgroup.display(),
+                    r.cgroup_id,
+                    arg.display()
+                ),
+            },
+            (Some(r), None) => recorded(r),
+            (None, Some(arg)) => match Cgroup::open(arg) {
+                Ok(cg) => Some(cg),
+                Err(_) if !arg.exists() => None,
+                Err(e) => return Err(e),
+            },
+            (None, None) => None,
+        };
+        out.cgroup = match (&cgroup, &record) {
+            (Some(cg), _) => Some(cg.path.clone()),
+            (None, Some(r)) => Some(r.cgroup.clone()),
+            (None, None) => cgroup_arg.map(Path::to_path_buf),
+        };
+        match cgroup {
+            Some(cg) => out.sock_ops = cg.detach_sock_ops(prog.as_fd())?,
+            None => out.cgroup_gone = out.cgroup.is_some(),
         }
     }
     if let Some(prog) = dir.get(SK_MSG_PIN)? {
@@ -613,11 +621,4 @@ fn detach_dir(dir: &PinDir, cgroup_arg: Option<&Path>) -> Result<Detached> {
     }
     out.foreign_entries = dir.clear()?;
     Ok(out)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
 }

@@ -159,7 +159,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
     let record = AttachRecord::read(&dir)?;
     let cgroup = record
         .as_ref()
-        .and_then(|r| Cgroup::open(&r.cgroup).ok().filter(|c| c.id == r.cgroup_id));
+        .and_then(|r| Cgroup::recorded(&r.cgroup, r.cgroup_id));
     let (cgroup_flags, cgroup_ids) = match &cgroup {
         Some(c) => {
             let (flags, ids) = c.sock_ops_programs()?;
@@ -228,7 +228,11 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
     Ok(Some(Status {
         others,
         pin_dir: pin_dir.to_path_buf(),
-        cgroup: record.as_ref().map(|r| r.cgroup.clone()),
+        // Where the cgroup is now in this mount namespace, else as recorded.
+        cgroup: cgroup
+            .as_ref()
+            .map(|c| c.path.clone())
+            .or(record.map(|r| r.cgroup)),
         cgroup_id: cgroup.as_ref().map(|c| c.id),
         cgroup_flags,
         cgroup_programs,

@@ -179,11 +179,113 @@ fn attach_twice_and_detach_twice_leave_nothing_behind() {
         "a second attach must not stack programs: {on_cgroup:?}"
     );
 
+    // `status` doubles as a health check: 0 attached, 3 not attached.
+    let pin = env.pin_arg();
+    assert_eq!(
+        rawload(&["status", "--pin-dir", &pin]).status.code(),
+        Some(0)
+    );
     ok(env.detach());
     let second = ok(env.detach());
     assert!(second.contains("not attached"), "{second}");
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec!["status", "--pin-dir", &pin];
+        args.extend_from_slice(extra);
+        let out = rawload(&args);
+        assert_eq!(out.status.code(), Some(3), "status {extra:?} when detached");
+        assert!(stdout(&out).contains("attached"), "{}", stdout(&out));
+    }
     wait_for_programs(&before);
     assert!(!env.pin_dir.exists());
+}
+
+/// A container attaches through its own view of the cgroup (the DaemonSet
+/// mounts the host's cgroup2 at /host/cgroup). On the host that path means
+/// nothing, yet `status` and `detach` must still find the cgroup, by id, and
+/// a `--cgroup` naming another cgroup must be refused.
+#[test]
+fn attachment_made_from_another_mount_namespace_is_found_by_cgroup_id() {
+    /// The container's mount point, an empty directory on the host.
+    struct View(std::path::PathBuf);
+    impl Drop for View {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let env = TestEnv::new("mntns");
+    let other_name = format!("rawload-test-mntns-other-{}", std::process::id());
+    let other = rawload::scratch::PrivateCgroup::create(&other_name).unwrap();
+    let view = View(std::env::temp_dir().join(format!("rawload-view-{}", std::process::id())));
+    std::fs::create_dir_all(&view.0).unwrap();
+    let view_arg = view.0.display().to_string();
+    let before = bpftool_prog_ids();
+    let attach_in_container = || {
+        let script = format!(
+            "mount --bind '{}' '{}' && exec '{RAWLOAD}' attach --cgroup '{}' --pin-dir '{}'",
+            env.cgroup_arg(),
+            view_arg,
+            view_arg,
+            env.pin_arg()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .expect("running unshare");
+        ok(out);
+    };
+    let sock_ops_on_cgroup = || bpftool(&["cgroup", "show", &env.cgroup_arg()]);
+
+    attach_in_container();
+    assert!(sock_ops_on_cgroup().contains("sock_ops"));
+    let status = env.status_json();
+    assert_eq!(status.get("attached").and_then(Json::as_bool), Some(true));
+    assert_eq!(
+        status
+            .get("cgroup")
+            .and_then(|c| c.get("path"))
+            .and_then(Json::as_str),
+        Some(env.cgroup_arg().as_str()),
+        "status names the cgroup by its path here: {}",
+        status.pretty()
+    );
+    let wrong = rawload(&[
+        "detach",
+        "--pin-dir",
+        &env.pin_arg(),
+        "--cgroup",
+        &other.path().display().to_string(),
+    ]);
+    assert!(
+        !wrong.status.success(),
+        "detach from another cgroup must be refused"
+    );
+    assert!(stderr(&wrong).contains("cgroup id"), "{}", stderr(&wrong));
+    assert!(
+        sock_ops_on_cgroup().contains("sock_ops"),
+        "the refusal must leave it attached"
+    );
+    let out = ok(rawload(&[
+        "detach",
+        "--pin-dir",
+        &env.pin_arg(),
+        "--cgroup",
+        &env.cgroup_arg(),
+    ]));
+    assert!(
+        out.contains(&format!("sock_ops detached from {}", env.cgroup_arg())),
+        "{out}"
+    );
+    assert!(sock_ops_on_cgroup().trim().is_empty(), "still attached");
+
+    attach_in_container();
+    let out = ok(env.detach());
+    assert!(
+        out.contains(&format!("sock_ops detached from {}", env.cgroup_arg())),
+        "{out}"
+    );
+    assert!(sock_ops_on_cgroup().trim().is_empty(), "still attached");
+    assert!(!env.pin_dir.exists());
+    wait_for_programs(&before);
 }
 
 #[test]
