@@ -130,8 +130,14 @@ fuzz: test-deps
 		llvm-objcopy-14 --dump-section .BTF=fuzz/corpus/btf/$$(basename $$o).btf $$o /dev/null 2>/dev/null || true; \
 	done
 	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; done
+	for t in object btf; do tar -xJf fuzz/replay/$$t.tar.xz -C fuzz/corpus/$$t; done
 	cd fuzz && $(CARGO) +nightly fuzz run object corpus/object -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 	cd fuzz && $(CARGO) +nightly fuzz run btf corpus/btf -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
+	# Keep one input per coverage feature for tests/fuzz_regressions.rs.
+	for t in object btf; do \
+		(cd fuzz && $(CARGO) +nightly fuzz cmin $$t corpus/$$t) && \
+		tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C fuzz/corpus/$$t -cf - . | xz -9e > fuzz/replay/$$t.tar.xz; \
+	done
 
 # --- benchmarks (root; private cgroup and netns, loopback only) -----------
 # See docs/PERFORMANCE.md for results and bench/README.md for the methods.
