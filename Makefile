@@ -118,7 +118,7 @@ test: test-deps lint check-prebuilt
 torture: test-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make torture needs root: sudo make torture"; exit 1; }
 	set -o pipefail; RAWLOAD_TORTURE=long $(CARGO) test --release --locked --test torture -- --test-threads=1 --nocapture 2>&1 | tee torture.log
-	@grep '^TORTURE' torture.log
+	@grep -o 'TORTURE .*' torture.log
 
 # cargo fuzz on the ELF/BTF/relocation code (nightly toolchain; fuzz/README.md).
 FUZZ_RUNS ?= 10000000
@@ -157,8 +157,9 @@ bench-loaders: rawload test-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-loaders needs root: sudo make bench-loaders"; exit 1; }
 	bench/loader-cost.sh $(RUNS)
 
-# Debian's 5.10, 6.1 and 6.12 kernels under qemu, each running rawload
-# doctor + selftest (tests/vm/). Kernels are cached in .cache/kernels.
+# Debian's 5.10, 6.1 and 6.12 kernels under qemu, and this host's kernel,
+# each running rawload doctor + selftest + the behaviour probes (tests/vm/).
+# Kernels are cached in .cache/kernels.
 kernel-matrix: test-deps rawload
 	tests/vm/kernel-matrix.sh
 

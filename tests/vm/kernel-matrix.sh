@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The kernel matrix: boot Debian's own kernels under qemu and run
-# `rawload doctor` and `rawload selftest` inside each (tests/vm/init).
+# `rawload doctor`, `rawload selftest` and the behaviour probes inside each
+# (tests/vm/init -> tests/vm/checks.sh); the same checks run on this host's
+# own kernel as the row `host`.
 #
-#   tests/vm/kernel-matrix.sh [LABEL...]      (default: 5.10 6.1 6.12)
+#   tests/vm/kernel-matrix.sh [LABEL...]      (default: 5.10 6.1 6.12 host)
 #
 # Kernels come from Debian through apt, each suite with its own private apt
 # state (a deb822 *.sources file, so the host's apt setup is untouched), and
@@ -75,11 +77,12 @@ build_initramfs() {
     local root=$CACHE/initramfs
     rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp,run}
     cp /bin/busybox "$root/bin/busybox"
-    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail; do
+    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail mktemp kill rm; do
         ln -s busybox "$root/bin/$a"
     done
     cp "$BIN" "$root/bin/rawload"
     cp "$ROOT/tests/vm/init" "$root/init"
+    cp "$ROOT/tests/vm/checks.sh" "$root/bin/checks.sh"
     cp "$ROOT/tests/vm/behaviours.sh" "$root/bin/behaviours.sh"
     # RAWLOAD_MATRIX_EXTRA=DIR: copied to /extra; /extra/run.sh runs before
     # the selftest (for trying a feature on every kernel).
@@ -103,20 +106,37 @@ boot() {
     echo "$(echo "$(date +%s.%N) - $start" | bc)"
 }
 
+# The same checks on the running kernel, with the host's cgroup2 mount; the
+# output goes to a log like a guest's serial console.
+run_host() {
+    local log=$CACHE/logs/host.log start bindir
+    start=$(date +%s.%N)
+    bindir=$(mktemp -d)
+    ln -s "$BIN" "$bindir/rawload"
+    PATH="$bindir:$ROOT/tests/vm:$PATH" CGROUP2=$(findmnt -n -t cgroup2 -o TARGET | head -1) \
+        timeout "$BOOT_TIMEOUT" sh "$ROOT/tests/vm/checks.sh" > "$log" 2>&1 || true
+    rm -rf "$bindir"
+    echo "$(echo "$(date +%s.%N) - $start" | bc)"
+}
+
 [ -x "$BIN" ] || { echo "$BIN is missing: run make first" >&2; exit 1; }
 labels=("$@")
-[ ${#labels[@]} -gt 0 ] || labels=(5.10 6.1 6.12)
+[ ${#labels[@]} -gt 0 ] || labels=(5.10 6.1 6.12 host)
 
 declare -A VMLINUX
 for l in "${labels[@]}"; do
-    VMLINUX[$l]=$(fetch_kernel "$l")
+    [ "$l" = host ] || VMLINUX[$l]=$(fetch_kernel "$l")
 done
 build_initramfs
 
 failed=0
 summary=()
 for l in "${labels[@]}"; do
-    secs=$(boot "$l" "${VMLINUX[$l]}")
+    if [ "$l" = host ]; then
+        secs=$(run_host)
+    else
+        secs=$(boot "$l" "${VMLINUX[$l]}")
+    fi
     log=$CACHE/logs/$l.log
     verdict=$(grep -a -o 'MATRIX VERDICT: [A-Z]*' "$log" | tail -1 | awk '{print $3}')
     [ -n "$verdict" ] || verdict="NO-VERDICT"
@@ -132,14 +152,15 @@ for l in "${labels[@]}"; do
 done
 
 echo
-echo "kernel matrix (qemu TCG, doctor + selftest inside each guest; logs in $CACHE/logs)"
+echo "kernel matrix (qemu TCG guests and this host; doctor + selftest in each; logs in $CACHE/logs)"
 printf '%-6s %-28s %-10s %7s  %s\n' label kernel verdict time probes
 for s in "${summary[@]}"; do echo "$s"; done
 echo
 echo "kernel behaviours (tests/vm/behaviours.sh; docs/KERNEL-ISSUES.md)"
 printf '%-6s %-16s %-14s %-16s %s\n' label spurious_eagain fionread_zero splice_received "slow reader: parked / tcp_mem limit, sender"
 for l in "${labels[@]}"; do
-    b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4; }
+    # (The serial console ends lines with \r\n.)
+    b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4 | tr -d '\r'; }
     printf '%-6s %-16s %-14s %-16s %s\n' "$l" "$(b spurious_eagain)" "$(b fionread_zero)" "$(b splice_received)" \
         "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)"
 done

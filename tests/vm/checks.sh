@@ -1,0 +1,14 @@
+#!/bin/sh
+# What the kernel matrix runs on each kernel: in a qemu guest (from
+# tests/vm/init) and on the host itself (from kernel-matrix.sh). Prints
+# MATRIX lines that kernel-matrix.sh tabulates; the last one is the verdict.
+# `rawload` must be on PATH; CGROUP2 names the cgroup2 mount.
+echo "MATRIX BOOTED kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+[ -x /extra/run.sh ] && /extra/run.sh 2>&1 | sed 's/^/MATRIX EXTRA /'
+doctor=$(rawload doctor 2>&1); doctor_rc=$?
+echo "$doctor" | sed 's/^/MATRIX DOCTOR /'
+rawload selftest --bytes "${RAWLOAD_BYTES:-16M}" 2>&1; selftest_rc=$?
+# Informational: how this kernel treats sockmap sockets (never the verdict).
+behaviours.sh 2>&1 | grep '^MATRIX'
+if [ "$doctor_rc" = 0 ] && [ "$selftest_rc" = 0 ]; then verdict=PASS; else verdict=FAIL; fi
+echo "MATRIX VERDICT: $verdict kernel=$(uname -r) doctor_rc=$doctor_rc selftest_rc=$selftest_rc uptime=$(cut -d' ' -f1 /proc/uptime)"
