@@ -13,7 +13,8 @@ CARGO       ?= cargo
 STATIC_BIN  := target/$(TARGET)/release/rawload
 CLANG       ?= clang-14
 LLVM_STRIP  ?= llvm-strip-14
-# -mcpu=v2: no ALU32/JMP32 or atomics that 5.x kernels lack. -g produces .BTF
+# -mcpu=v2: the instruction set every kernel since 4.14 runs (v3 adds JMP32,
+# which needs 5.1; v4 needs 6.6). -g produces .BTF
 # (needed for the .maps section). Stripped afterwards: the DWARF, so that the
 # bytes do not depend on the checkout's path and `make check-prebuilt` can
 # compare them, and .BTF.ext (line info for BTF loaded into the kernel, which

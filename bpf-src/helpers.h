@@ -33,8 +33,12 @@ static long (*bpf_map_update_elem)(void *map, const void *key,
 				   const void *value, __u64 flags) = (void *)2;
 /* BPF_FUNC_map_delete_elem = 3 */
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
-/* BPF_FUNC_trace_printk = 6 (GPL only; at most three arguments before 5.16) */
+/* BPF_FUNC_trace_printk = 6 (GPL only; at most three arguments; 5.16 added
+ * bpf_trace_vprintk for more) */
 static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
+/* BPF_FUNC_sock_ops_cb_flags_set = 59 (sock_ops only, 4.16): which extra
+ * callbacks this socket's sock_ops program gets, e.g. state changes. */
+static long (*bpf_sock_ops_cb_flags_set)(struct bpf_sock_ops *skops, int flags) = (void *)59;
 /* BPF_FUNC_sock_hash_update = 70 (sock_ops only) */
 static long (*bpf_sock_hash_update)(struct bpf_sock_ops *skops, void *map,
 				    void *key, __u64 flags) = (void *)70;

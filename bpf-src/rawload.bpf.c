@@ -33,6 +33,10 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 cfg_netns_cookie = 0; /* 1: key includes the netns cookie */
 const volatile __u32 cfg_port_allow = 0;   /* 1: only connections with a port in allow */
 const volatile __u32 cfg_port_deny = 0;    /* 1: never connections with a port in deny */
+/* A socket that sends more than this many bytes while its peer sends nothing
+ * is streaming, not conversing: its later bytes go through TCP (0: never).
+ * See CONN_STREAM below and docs/PERFORMANCE.md. */
+const volatile __u32 cfg_stream_bytes = 0;
 
 /*
  * The key of one socket: the connection seen from that socket. Addresses are
@@ -68,6 +72,7 @@ struct counters {
 	__u64 bytes_missed;
 	__u64 msgs_tcp_only;       /* a socket that missed once stays on TCP */
 	__u64 bytes_tcp_only;
+	__u64 streams_to_tcp;      /* sockets moved to TCP after cfg_stream_bytes unanswered bytes */
 };
 
 struct {
@@ -110,25 +115,41 @@ struct {
 /*
  * What became of each socket in the map, by its key.
  *
- * CONN_TCP_ONLY: its bytes once went through TCP because the peer was not in
- * the map yet (the client may send before the server's accepted socket
- * reaches PASSIVE_ESTABLISHED). Such a socket must never start redirecting:
- * the reader drains redirected data before its TCP receive queue, so later
- * redirected bytes could overtake earlier TCP bytes.
- *
  * CONN_INSERTED: in the map, redirecting. The server side of a connection
  * checks its client's entry before it joins (see rawload_sockops).
  *
- * A new socket with the same key overwrites the entry; LRU bounds the memory.
+ * CONN_TCP_ONLY: its bytes go through TCP from now on, for good. Either the
+ * peer was not in the map yet when it first sent (the client may send before
+ * the server's accepted socket reaches PASSIVE_ESTABLISHED), or it streamed
+ * (see `unanswered`). Such a socket must never redirect again: the reader
+ * drains redirected data before its TCP receive queue, so later redirected
+ * bytes could overtake earlier TCP bytes. The other direction is unaffected.
+ *
+ * `unanswered` counts the bytes the socket redirected since its peer last
+ * sent anything. Redirected bytes wait in the peer's queue with no limit
+ * (the sender never blocks; docs/KERNEL-ISSUES.md), so a fast writer runs
+ * far ahead of its reader, and both copies then miss the CPU caches: bulk
+ * transfers run slower than over TCP, and a stalled reader parks memory
+ * without bound. Request/response traffic answers long before
+ * cfg_stream_bytes; a stream does not, and moves to TCP, whose flow control
+ * paces the writer.
+ *
+ * The entry goes when its socket closes (BPF_SOCK_OPS_STATE_CB); a new socket
+ * with the same key overwrites it anyway, and LRU bounds the memory.
  */
 #define CONN_INSERTED 1
 #define CONN_TCP_ONLY 2
+
+struct conn {
+	__u32 state;
+	__u32 unanswered;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sock_key);
-	__type(value, __u32);
+	__type(value, struct conn);
 } rawload_conns SEC(".maps");
 
 #ifdef RAWLOAD_DEBUG
@@ -229,7 +250,13 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 	long err;
 
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	/* A socket in the map closes: forget its entry, so that a later
+	 * connection with the same addresses and ports (from outside the
+	 * cgroup, whose client rawload never sees) is not mistaken for it. */
+	if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
 		return 1;
 
 	if (skops->family == AF_INET) {
@@ -251,6 +278,10 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 	key.remote_port = bpf_ntohl(READ_U32(skops->remote_port)) & 0xffff;
 	if (cfg_netns_cookie)
 		key.netns = bpf_get_netns_cookie(skops);
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		bpf_map_delete_elem(&rawload_conns, &key);
+		return 1;
+	}
 
 	c = stats();
 	/* Same host: the peer is a loopback address or one of ours. */
@@ -277,12 +308,12 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 		 * in the map that receives plain TCP payload is what stable
 		 * kernels of 2026 get wrong (FIONREAD 0; docs/KERNEL-ISSUES.md). */
 		struct sock_key peer = {};
-		__u32 *peer_state;
+		struct conn *peer_conn;
 
 		swap_key(&peer, &key);
-		peer_state = bpf_map_lookup_elem(&rawload_conns, &peer);
-		if (!peer_state || *peer_state != CONN_INSERTED) {
-			if (peer_state && *peer_state == CONN_TCP_ONLY)
+		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
+		if (!peer_conn || peer_conn->state != CONN_INSERTED) {
+			if (peer_conn && peer_conn->state == CONN_TCP_ONLY)
 				drop_peer(c, &peer);
 			COUNT(c, skipped_peer, 1);
 			return 1;
@@ -291,10 +322,11 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 
 	err = bpf_sock_hash_update(skops, &rawload_socks, &key, BPF_NOEXIST);
 	if (err == 0) {
-		__u32 inserted = CONN_INSERTED;
+		struct conn inserted = { .state = CONN_INSERTED };
 
-		/* Overwrites what a closed socket with the same key left. */
 		bpf_map_update_elem(&rawload_conns, &key, &inserted, BPF_ANY);
+		/* Be called again when this socket changes state (to see it close). */
+		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		COUNT(c, sockets_inserted, 1);
 	} else if (err == -17) { /* EEXIST: the entry belongs to that socket */
 		COUNT(c, insert_exists, 1);
@@ -324,8 +356,8 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 {
 	struct sock_key own = {}, peer = {};
 	struct counters *c = stats();
-	__u64 size = msg->size;
-	__u32 tcp_only = CONN_TCP_ONLY, *state;
+	__u32 size = msg->size;
+	struct conn tcp_only = { .state = CONN_TCP_ONLY }, *conn, *peer_conn;
 
 	if (msg->family == AF_INET) {
 		ip4_to_key(own.local_ip, msg->local_ip4);
@@ -347,14 +379,31 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 	if (cfg_netns_cookie)
 		own.netns = bpf_get_netns_cookie(msg);
 
-	state = bpf_map_lookup_elem(&rawload_conns, &own);
-	if (state && *state == CONN_TCP_ONLY) {
+	conn = bpf_map_lookup_elem(&rawload_conns, &own);
+	if (conn && conn->state == CONN_TCP_ONLY) {
 		COUNT(c, msgs_tcp_only, 1);
 		COUNT(c, bytes_tcp_only, size);
 		return SK_PASS;
 	}
 
 	swap_key(&peer, &own);
+	if (cfg_stream_bytes) {
+		/* This message answers the peer: its side is a conversation. */
+		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
+		if (peer_conn && peer_conn->unanswered)
+			peer_conn->unanswered = 0;
+		if (conn) {
+			if (conn->unanswered + size > cfg_stream_bytes) {
+				conn->state = CONN_TCP_ONLY;
+				COUNT(c, streams_to_tcp, 1);
+				COUNT(c, msgs_tcp_only, 1);
+				COUNT(c, bytes_tcp_only, size);
+				trace("stream %d->%d: TCP from now on\n", own.local_port, own.remote_port);
+				return SK_PASS;
+			}
+			conn->unanswered += size;
+		}
+	}
 	if (bpf_msg_redirect_hash(msg, &rawload_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
 		COUNT(c, msgs_redirected, 1);
 		COUNT(c, bytes_redirected, size);

@@ -93,6 +93,8 @@ struct AttachArgs {
     /// Capacity of the socket map (connections beyond it stay on TCP)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=16_777_216))]
     max_sockets: Option<u32>,
+    #[command(flatten)]
+    stream: StreamBytesArg,
     /// Load the debug object, which prints trace lines (see `rawload trace`)
     #[arg(long)]
     debug: bool,
@@ -107,6 +109,22 @@ struct AttachArgs {
     /// Narrate each step: every bpf() command, its fields and the answer
     #[arg(long)]
     explain: bool,
+}
+
+#[derive(Args)]
+struct StreamBytesArg {
+    /// A socket that sends this much without a reply is streaming: its later
+    /// bytes take TCP, which paces the writer to its reader (0: never) [default: 1M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_stream_bytes)]
+    stream_bytes: Option<u32>,
+}
+
+fn parse_stream_bytes(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n <= loader::MAX_STREAM_BYTES)
+        .ok_or_else(|| format!("'{s}' is more than 1G"))
 }
 
 #[derive(Args)]
@@ -179,6 +197,8 @@ struct BenchArgs {
     /// Also draw the ratios as an SVG chart
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    #[command(flatten)]
+    stream: StreamBytesArg,
 }
 
 #[derive(Args)]
@@ -423,6 +443,7 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
     if !a.workloads.is_empty() {
         opts.workloads = a.workloads;
     }
+    opts.stream_bytes = a.stream.stream_bytes;
     let summary = bench::run(&opts, &mut std::io::stderr())?;
     out(&bench::render_table(&summary))?;
     if let Some(path) = a.json {
@@ -456,6 +477,7 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         exclude_ports: a.exclude_ports,
         max_sockets: a.max_sockets,
         single_netns: a.single_netns,
+        stream_bytes: a.stream.stream_bytes,
     };
     match loader::attach(&opts)? {
         AttachOutcome::AlreadyAttached { cgroup } => out(&format!(
@@ -483,6 +505,9 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
                 }
                 NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
             });
+            if let Some(line) = at.streams.describe() {
+                text.push_str(&format!("  {line}\n"));
+            }
             if let Memlock::Refused(e) = at.memlock {
                 text.push_str(&format!(
                     "  note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+\n",
@@ -621,5 +646,8 @@ mod tests {
         assert_eq!(parse_size_range("1-1M"), Ok((1, 1 << 20)));
         assert_eq!(parse_size_range("4K"), Ok((4096, 4096)));
         assert!(parse_size_range("2-1").is_err() && parse_size_range("0-5").is_err());
+        assert_eq!(parse_stream_bytes("1M"), Ok(1 << 20));
+        assert_eq!(parse_stream_bytes("0"), Ok(0));
+        assert!(parse_stream_bytes("2G").is_err());
     }
 }

@@ -141,6 +141,24 @@ pub fn checks() -> Vec<Check> {
             ),
             Err(e) => check("netns cookie", Verdict::Missing, format!("probe failed: {}", e.desc())),
         });
+        out.push(match probe::fionread_counts_tcp() {
+            Ok(Some(true)) => check(
+                "fionread",
+                Verdict::Ok,
+                "counts TCP bytes on sockets in a sockmap: streams move to TCP after --stream-bytes (default 1M)",
+            ),
+            Ok(Some(false)) => check(
+                "fionread",
+                Verdict::Note,
+                "ignores TCP bytes on sockets in a sockmap (2026 stable regression): streams stay redirected; see docs/KERNEL-ISSUES.md",
+            ),
+            Ok(None) => check(
+                "fionread",
+                Verdict::Note,
+                "not probed: a rawload attachment already redirects this process's connections",
+            ),
+            Err(e) => check("fionread", Verdict::Note, format!("probe failed: {e:#}")),
+        });
         out.push(match probe::memcg_accounting() {
             Ok(true) => check("memlock", Verdict::Ok, "not needed: BPF memory is charged to memory cgroups (5.11+)"),
             Ok(false) => check(

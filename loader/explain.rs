@@ -5,6 +5,8 @@
 //! maps (and which section defined them), each program after call linking,
 //! disassembled, with every map reference shown as in the object and as
 //! patched (example fds stand in for the real ones), and the attach steps.
+//! Calls are shown already linked, with the offset the linker computed; in
+//! the object they read `call -1` plus an `R_BPF_64_32` relocation.
 
 use std::fmt::Write as _;
 

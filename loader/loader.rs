@@ -47,6 +47,13 @@ pub const CONNS_MAP: &str = "rawload_conns";
 pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
 pub const CFG_PORT_ALLOW: &str = "cfg_port_allow";
 pub const CFG_PORT_DENY: &str = "cfg_port_deny";
+pub const CFG_STREAM_BYTES: &str = "cfg_stream_bytes";
+
+/// After this many bytes sent without a reply, a socket's later bytes take
+/// TCP (`--stream-bytes`; measured in docs/PERFORMANCE.md).
+pub const DEFAULT_STREAM_BYTES: u32 = 1 << 20;
+/// The largest `--stream-bytes` (the program adds message sizes to it in 32 bits).
+pub const MAX_STREAM_BYTES: u32 = 1 << 30;
 
 /// Which eBPF object to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +111,9 @@ pub struct AttachOptions {
     /// The operator asserts that every process in the cgroup shares one
     /// network namespace (needed where keys cannot include it, before 5.15).
     pub single_netns: bool,
+    /// Unanswered bytes after which a socket moves to TCP (0: never; None:
+    /// DEFAULT_STREAM_BYTES when the object supports it).
+    pub stream_bytes: Option<u32>,
 }
 
 /// Whether socket keys tell network namespaces apart.
@@ -115,6 +125,46 @@ pub enum NetnsKeys {
     NoKernelSupport,
     /// The object does not key by namespace (a custom --object).
     NotInObject,
+}
+
+/// When a streaming socket leaves the redirect for TCP (`cfg_stream_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPolicy {
+    /// After this many unanswered bytes (the default, or --stream-bytes).
+    After(u32),
+    /// Never: --stream-bytes 0.
+    NeverAsked,
+    /// Never: on this kernel FIONREAD ignores TCP bytes on sockets in a
+    /// sockmap (`probe::fionread_counts_tcp`), so the peer must keep
+    /// receiving redirected bytes only.
+    NeverFionread,
+    /// Never: the probe could not tell (an attachment already covers this
+    /// process), so the safe choice.
+    NeverUnknown,
+    /// The object has no `cfg_stream_bytes`.
+    NotInObject,
+}
+
+impl StreamPolicy {
+    pub fn bytes(self) -> u32 {
+        match self {
+            StreamPolicy::After(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// One line for `attach` and the bench report (None: nothing to say).
+    pub fn describe(self) -> Option<String> {
+        Some(match self {
+            StreamPolicy::After(n) => format!(
+                "a socket that sends {n} B without a reply moves to TCP (--stream-bytes)"
+            ),
+            StreamPolicy::NeverAsked => "streams stay redirected (--stream-bytes 0)".into(),
+            StreamPolicy::NeverFionread => "streams stay redirected: this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap (docs/KERNEL-ISSUES.md)".into(),
+            StreamPolicy::NeverUnknown => "streams stay redirected: another attachment covers this process, so FIONREAD could not be probed".into(),
+            StreamPolicy::NotInObject => return None,
+        })
+    }
 }
 
 /// What `attach` did.
@@ -136,6 +186,7 @@ pub struct Attached {
     pub netns_keys: NetnsKeys,
     pub memlock: Memlock,
     pub host_addresses: usize,
+    pub streams: StreamPolicy,
     /// Stale pins of an interrupted earlier attach that were cleaned first.
     pub recovered: bool,
 }
@@ -323,6 +374,15 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         );
     }
 
+    if obj.global(CFG_STREAM_BYTES).is_none() && opts.stream_bytes.is_some_and(|n| n > 0) {
+        bail!(
+            "--stream-bytes needs an object with the '{CFG_STREAM_BYTES}' global (like the embedded one)"
+        );
+    }
+    if opts.stream_bytes.is_some_and(|n| n > MAX_STREAM_BYTES) {
+        bail!("--stream-bytes must be at most {MAX_STREAM_BYTES} (1G)");
+    }
+
     pin::ensure_bpffs(&opts.pin_dir)?;
     narrate!(
         "3. {} is on bpffs; looking for an earlier attachment there",
@@ -383,8 +443,30 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
             NetnsKeys::NotInObject => "not used by this object",
         }
     );
+    let streams = match (obj.global(CFG_STREAM_BYTES).is_some(), opts.stream_bytes) {
+        (false, _) => StreamPolicy::NotInObject,
+        (true, Some(0)) => StreamPolicy::NeverAsked,
+        (true, Some(n)) => StreamPolicy::After(n),
+        (true, None) => {
+            narrate!(
+                "5b. probe FIONREAD for TCP bytes on a socket in a SOCKHASH (decides the default --stream-bytes)"
+            );
+            match probe::fionread_counts_tcp()? {
+                Some(true) => StreamPolicy::After(DEFAULT_STREAM_BYTES),
+                Some(false) => StreamPolicy::NeverFionread,
+                None => StreamPolicy::NeverUnknown,
+            }
+        }
+    };
+    narrate!(
+        "   -> .rodata cfg_stream_bytes = {} ({streams:?})",
+        streams.bytes()
+    );
     if netns_keys == NetnsKeys::Yes {
         obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
+    }
+    if streams.bytes() > 0 {
+        obj.set_global(CFG_STREAM_BYTES, &streams.bytes().to_ne_bytes())?;
     }
     if port_policy.allow.is_some() {
         obj.set_global(CFG_PORT_ALLOW, &1u32.to_ne_bytes())?;
@@ -406,10 +488,10 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let host_addresses = fill_policy_maps(&obj, &maps, &port_policy)?;
     kill_point("maps-created");
     let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
-    let load = |spec: &ProgramSpec| -> Result<Program> {
+    let load = |step: &str, spec: &ProgramSpec| -> Result<Program> {
         let insns = reloc::apply(spec, &fds)?;
         narrate!(
-            "8. relocate and load {} ({} instructions, {} map references patched):",
+            "{step}. relocate and load {} ({} instructions, {} map references patched):",
             spec.name,
             insns.len(),
             spec.map_refs.len()
@@ -432,8 +514,8 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
             obj.kern_version,
         )?)
     };
-    let sock_ops = load(&sock_ops_spec)?;
-    let sk_msg = load(&sk_msg_spec)?;
+    let sock_ops = load("8a", &sock_ops_spec)?;
+    let sk_msg = load("8b", &sk_msg_spec)?;
     kill_point("programs-loaded");
     let socket_map = &maps[socket_map_index];
 
@@ -499,6 +581,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         netns_keys,
         memlock,
         host_addresses,
+        streams,
         recovered,
     }))
 }

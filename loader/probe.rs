@@ -104,6 +104,54 @@ pub fn map_type(map_type: u32, key_size: u32, value_size: u32) -> Result<bool, E
     }
 }
 
+/// Whether plain-TCP bytes arriving at a socket in a SOCKHASH are reported by
+/// `FIONREAD` and wake `poll()`.
+///
+/// Stable kernels of 2026 (6.6.128+, 6.12.75+, 6.18.14+; "bpf, sockmap: Fix
+/// FIONREAD for sockmap") count only redirected bytes for sockets in a
+/// sockmap without an sk_skb verdict program, which stalls readers such as
+/// nginx (grafana/beyla #2941). rawload moves a streaming socket to TCP
+/// (`--stream-bytes`) only where its peer, still in the map, reads those TCP
+/// bytes correctly. The probe puts the server end of a loopback connection
+/// into a SOCKHASH without programs, sends 7 bytes through TCP and asks.
+///
+/// `Ok(None)`: the bytes were redirected instead (a rawload attachment
+/// already covers this process), so the answer is unknown.
+pub fn fionread_counts_tcp() -> anyhow::Result<Option<bool>> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    use anyhow::Context;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+    const PROBE: &[u8] = b"rawload";
+    let map = sys::MapFd::create(&sys::MapCreateArgs {
+        map_type: sys::map_type::SOCKHASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        flags: 0,
+        name: "rawload_probe",
+    })
+    .context("creating a SOCKHASH")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("listening on 127.0.0.1")?;
+    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&server) as u64;
+    map.update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
+        .context("putting a socket into the SOCKHASH")?;
+    client.write_all(PROBE)?;
+    let mut fds = [PollFd::new(server.as_fd(), PollFlags::POLLIN)];
+    let readable = poll(&mut fds, PollTimeout::from(1000u16))? > 0;
+    let through_tcp = sys::tcp_bytes_received(server.as_fd())? == PROBE.len() as u64;
+    if !through_tcp {
+        return Ok(None);
+    }
+    Ok(Some(
+        readable && sys::fionread(server.as_fd())? == PROBE.len(),
+    ))
+}
+
 /// What raising `RLIMIT_MEMLOCK` gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Memlock {

@@ -14,7 +14,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
+use crate::loader::{
+    self, AttachOptions, AttachOutcome, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys,
+    ObjectSource,
+};
+use crate::probe;
 use crate::scratch::{PrivateCgroup, PrivatePins};
 use crate::status;
 use crate::traffic::{self, Transfer};
@@ -67,6 +71,9 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         max_sockets: None,
         // Only the selftest's own two peers ever join this cgroup.
         single_netns: true,
+        // The bypass checks move whole streams; the stream policy gets
+        // its own check below.
+        stream_bytes: Some(0),
     })?;
     let AttachOutcome::Attached(at) = outcome else {
         bail!("a fresh pin directory reported an earlier attachment");
@@ -124,6 +131,25 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         }
     }
 
+    let stream_policy = object.parse()?.global(loader::CFG_STREAM_BYTES).is_some();
+    match probe::fionread_counts_tcp()? {
+        _ if !stream_policy => line(out, None, "streams: this object has no stream policy")?,
+        Some(true) => {
+            let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
+            line(out, Some(ok), &text)?;
+        }
+        Some(false) => line(
+            out,
+            None,
+            "streams: stay redirected here (this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap)",
+        )?,
+        None => line(
+            out,
+            None,
+            "streams: FIONREAD not probed (another attachment covers this process)",
+        )?,
+    }
+
     match loader::detach(pins.path(), None)? {
         DetachOutcome::Detached(d) if d.sock_ops => line(out, Some(true), "detached")?,
         other => line(
@@ -154,9 +180,69 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
 }
 
 fn counters(pins: &Path) -> Result<u64> {
+    counter(pins, "bytes_redirected")
+}
+
+fn counter(pins: &Path, name: &str) -> Result<u64> {
     Ok(status::read(pins)?
-        .and_then(|s| s.counter("bytes_redirected"))
+        .and_then(|s| s.counter(name))
         .unwrap_or(0))
+}
+
+/// The default stream policy, in a cgroup and pin directory of its own: a
+/// one-way stream is redirected up to the limit, then moves to TCP, intact.
+fn stream_check(
+    exe: &Path,
+    object: &ObjectSource,
+    unique: &str,
+    bytes: u64,
+) -> Result<(bool, String)> {
+    let name = format!("{unique}-streams");
+    let cgroup = PrivateCgroup::create(&name)?;
+    let pins = PrivatePins::new(&name);
+    loader::attach(&AttachOptions {
+        cgroup: cgroup.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+        object: object.clone(),
+        ports: None,
+        exclude_ports: None,
+        max_sockets: None,
+        single_netns: true,
+        stream_bytes: Some(DEFAULT_STREAM_BYTES),
+    })?;
+    let limit = u64::from(DEFAULT_STREAM_BYTES);
+    let bytes = bytes.max(4 * limit);
+    let t = traffic::Pair {
+        exe,
+        server_cgroup: cgroup.path(),
+        client_cgroup: cgroup.path(),
+        listen: CASES[0].1,
+        connect_host: CASES[0].2,
+        server_args: vec!["--bytes".into(), "0".into()],
+        client_args: vec!["--bytes".into(), bytes.to_string()],
+        limit: Duration::from_secs(120),
+    }
+    .run()
+    .context("a one-way stream")?;
+    let redirected = counter(pins.path(), "bytes_redirected")?;
+    let moved = counter(pins.path(), "streams_to_tcp")?;
+    let mut problems = t.problems();
+    // Up to the limit, plus the message that crossed it at most.
+    if redirected > 2 * limit || moved != 1 {
+        problems.push(format!(
+            "expected one stream moved to TCP after {limit} B, got {moved} after {redirected} B redirected"
+        ));
+    }
+    let text = format!(
+        "streams: {:.1} MiB one way: {redirected} B redirected, then TCP ({moved} stream moved after --stream-bytes {limit}), lo +{} B{}",
+        mib(t.payload),
+        t.lo_delta,
+        problems
+            .iter()
+            .map(|p| format!("; {p}"))
+            .collect::<String>()
+    );
+    Ok((problems.is_empty(), text))
 }
 
 fn transfer(exe: &Path, cgroup: &Path, listen: &str, host: &str, bytes: u64) -> Result<Transfer> {

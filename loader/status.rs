@@ -20,7 +20,7 @@ use crate::sys::{self, attach_type, map_type, prog_type};
 
 /// The fields of `struct counters` in bpf-src/rawload.bpf.c, in order (a
 /// unit test checks this against the object's BTF).
-pub const COUNTER_NAMES: [&str; 16] = [
+pub const COUNTER_NAMES: [&str; 17] = [
     "sockets_inserted",
     "insert_exists",
     "insert_full",
@@ -37,6 +37,7 @@ pub const COUNTER_NAMES: [&str; 16] = [
     "bytes_missed",
     "msgs_tcp_only",
     "bytes_tcp_only",
+    "streams_to_tcp",
 ];
 /// The map holding them.
 pub const STATS_MAP: &str = "rawload_stats";

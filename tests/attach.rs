@@ -472,9 +472,12 @@ fn attach_explain_narrates_each_step_and_syscall() {
         out.find(needle)
             .unwrap_or_else(|| panic!("{needle:?} missing from:\n{out}"))
     };
-    let steps: Vec<usize> = (1..=11)
-        .map(|n| pos(&format!("\n{n}. ")))
-        .collect::<Vec<_>>();
+    let steps: Vec<usize> = [
+        "1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9", "10", "11",
+    ]
+    .iter()
+    .map(|n| pos(&format!("\n{n}. ")))
+    .collect::<Vec<_>>();
     assert!(
         steps.windows(2).all(|w| w[0] < w[1]),
         "steps out of order:\n{out}"
@@ -492,5 +495,51 @@ fn attach_explain_narrates_each_step_and_syscall() {
         out.contains(&format!("    pin {}/prog_sockops", env.pin_dir.display())),
         "{out}"
     );
+    ok(env.detach());
+}
+
+/// Without `--stream-bytes`, streams move to TCP only where the kernel's
+/// FIONREAD counts TCP bytes on sockets in a sockmap: attach follows the
+/// probe that `doctor` shows. Inside a cgroup rawload already redirects, the
+/// probe's own bytes are redirected, so it says it cannot tell.
+#[test]
+fn default_stream_policy_follows_the_fionread_probe() {
+    let env = TestEnv::new("streams-default");
+    let fionread = |doctor: &str| -> String {
+        doctor
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("fionread"))
+            .unwrap_or_else(|| panic!("no fionread line in doctor:\n{doctor}"))
+            .to_string()
+    };
+    let probe = fionread(&stdout(&rawload(&["doctor"])));
+    let out = ok(rawload(&[
+        "attach",
+        "--cgroup",
+        &env.cgroup_arg(),
+        "--pin-dir",
+        &env.pin_arg(),
+    ]));
+    if probe.starts_with("ok") {
+        assert!(
+            out.contains("moves to TCP"),
+            "doctor: {probe}\nattach: {out}"
+        );
+    } else {
+        assert!(
+            out.contains("streams stay redirected: this kernel's FIONREAD"),
+            "doctor: {probe}\nattach: {out}"
+        );
+    }
+    let script = format!(
+        "echo $$ > '{}/cgroup.procs' && exec '{RAWLOAD}' doctor",
+        env.cgroup_arg()
+    );
+    let inside = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let line = fionread(&stdout(&inside));
+    assert!(line.contains("not probed"), "{line}");
     ok(env.detach());
 }

@@ -34,7 +34,9 @@ fn quick_bench_produces_table_json_and_svg() {
         "7 throughput rows and 4 latency rows:\n{table}"
     );
     assert!(
-        table.contains("rawload/tcp") && table.contains("pinned to CPU 0"),
+        table.contains("rawload/tcp")
+            && table.contains("| redirected |")
+            && table.contains("pinned to CPU 0"),
         "{table}"
     );
 
@@ -48,6 +50,17 @@ fn quick_bench_produces_table_json_and_svg() {
             assert!(m["median"].as_f64().is_some_and(|v| v > 0.0), "{r}");
         }
         assert!(r["rawload_vs_tcp"].as_f64().is_some_and(|v| v > 0.0));
+        let share = r["rawload_redirected_share"]
+            .as_f64()
+            .expect("a redirected share");
+        assert!((0.0..=1.0).contains(&share), "{r}");
+        // Conversations are never moved to TCP, whatever the stream policy.
+        if r["workload"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("ping-pong"))
+        {
+            assert!(share > 0.99, "{r}");
+        }
     }
 
     let chart = std::fs::read_to_string(&svg).unwrap();

@@ -920,6 +920,149 @@ fn s10_coexistence() {
     }
 }
 
+/// A one-way stream from `client_args`' peer to a server that sends nothing
+/// and reads with `server_args`.
+fn one_way(env: &TestEnv, client_bytes: u64, server_args: &[&str]) -> rawload::traffic::Transfer {
+    let size = client_bytes.to_string();
+    Pair {
+        exe: Path::new(RAWLOAD),
+        server_cgroup: &env.cgroup,
+        client_cgroup: &env.cgroup,
+        listen: "127.0.0.1:0",
+        connect_host: "127.0.0.1",
+        server_args: ["--bytes", "0"]
+            .iter()
+            .chain(server_args)
+            .map(|s| s.to_string())
+            .collect(),
+        client_args: ["--bytes", &size].iter().map(|s| s.to_string()).collect(),
+        limit: Duration::from_secs(300),
+    }
+    .run()
+    .unwrap()
+}
+
+/// Scenario 11: the stream policy (`--stream-bytes`). A socket that sends a
+/// long stream without a reply moves to TCP after the limit, with nothing
+/// lost or reordered at the switch; a conversation never moves; a reader
+/// that pauses parks about the limit in kernel memory, because TCP's flow
+/// control now blocks the sender (compare scenario 4).
+#[test]
+fn s11_stream_policy() {
+    let env = TestEnv::new("s11");
+    ok(env.attach(&["--stream-bytes", "1M"]));
+
+    let bytes = scale(64 * MIB, 1024 * MIB);
+    let before = env.counters();
+    let t = one_way(&env, bytes, &[]);
+    assert_intact(&t);
+    let after = env.counters();
+    let redirected = delta(&before, &after, "bytes_redirected");
+    assert_eq!(delta(&before, &after, "streams_to_tcp"), 1);
+    assert!(
+        (MIB / 2..=2 * MIB).contains(&redirected),
+        "about 1 MiB redirected before the switch, got {redirected}"
+    );
+    // Every byte went one way or the other (plus each peer's 8-byte header).
+    let seen = redirected + delta(&before, &after, "bytes_tcp_only");
+    assert_eq!(seen, bytes + 16, "the sk_msg program saw {seen} B");
+    assert!(
+        t.lo_delta >= 2 * (bytes - 2 * MIB),
+        "the rest of the stream crossed lo: {} B",
+        t.lo_delta
+    );
+    report(
+        "11-streams",
+        format!(
+            "{} MiB one way: {redirected} B redirected, the rest through TCP after the switch, intact, lo +{} MiB",
+            bytes / MIB,
+            t.lo_delta / MIB
+        ),
+    );
+
+    // A conversation: 64 KiB requests echoed back on 4 connections, never
+    // more than one message unanswered.
+    let before = env.counters();
+    let out = Command::new(RAWLOAD)
+        .args([
+            "bench-worker",
+            "--transport",
+            "tcp",
+            "--workload",
+            "pingpong:65536:4",
+        ])
+        .args([
+            "--duration-ms",
+            &scale(1000, 5000).to_string(),
+            "--cpus",
+            "0,1",
+        ])
+        .arg("--cgroup")
+        .arg(&env.cgroup)
+        .output()
+        .unwrap();
+    let report_json =
+        Json::parse(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let moved = report_json["bytes"].as_u64().unwrap();
+    let after = env.counters();
+    assert_eq!(
+        delta(&before, &after, "streams_to_tcp"),
+        0,
+        "a conversation moved to TCP"
+    );
+    assert_eq!(delta(&before, &after, "bytes_tcp_only"), 0);
+    // Completed round trips, plus at most one request and its echo in flight
+    // per connection when the client stopped.
+    let redirected = delta(&before, &after, "bytes_redirected");
+    assert!(
+        redirected >= moved && redirected <= moved + 4 * 2 * 65536,
+        "{redirected} B redirected for {moved} B of round trips"
+    );
+    report(
+        "11-streams",
+        format!(
+            "conversation: {} round trips of 64 KiB on 4 connections, all {} MiB redirected, none moved to TCP",
+            report_json["txns"].as_u64().unwrap(),
+            redirected / MIB
+        ),
+    );
+
+    // A reader that pauses while the sender pushes.
+    let push = scale(256 * MIB, 1024 * MIB);
+    let pause_ms = scale(2000, 8000);
+    let baseline = tcp_mem_pages();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_tcp_mem(stop.clone());
+    let t = one_way(
+        &env,
+        push,
+        &["--pause-after", "1M", "--pause-ms", &pause_ms.to_string()],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let parked = sampler.join().unwrap().saturating_sub(baseline) * 4096;
+    assert_intact(&t);
+    let secs = t.client["secs"].as_f64().unwrap();
+    assert!(
+        secs * 1000.0 >= pause_ms as f64,
+        "the sender finished in {secs:.2} s, before the reader resumed: it was not paced"
+    );
+    // The limit, plus what TCP's own buffers hold (a few MiB on loopback).
+    assert!(
+        parked <= 32 * MIB,
+        "{} MiB parked in kernel memory for a paused reader",
+        parked / MIB
+    );
+    report(
+        "11-streams",
+        format!(
+            "reader paused {pause_ms} ms while the sender pushed {} MiB: at most {} MiB waited in kernel memory, the sender waited for the reader ({secs:.2} s), intact",
+            push / MIB,
+            parked / MIB
+        ),
+    );
+    ok(env.detach());
+}
+
 /// The suite's accounting reads real counters that move with the traffic.
 #[test]
 fn s0_counters_are_wired() {
@@ -932,5 +1075,8 @@ fn s0_counters_are_wired() {
     assert_eq!(delta(&before, &after, "bytes_redirected"), t.payload);
     assert_eq!(delta(&before, &after, "sockets_inserted"), 2);
     assert_eq!(after.len(), rawload::status::COUNTER_NAMES.len());
+    // Both sockets closed: they left the socket map, and sock_ops forgot them.
+    assert_eq!(env.sockets_in_map(), 0);
+    assert_eq!(env.map_entries("rawload_conns"), 0);
     ok(env.detach());
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::json::Json;
-use crate::loader::{self, AttachOptions, ObjectSource};
+use crate::loader::{self, AttachOptions, AttachOutcome, ObjectSource};
 use crate::scratch::{PrivateCgroup, PrivatePins};
 use crate::status;
 
@@ -162,6 +162,8 @@ pub struct BenchOptions {
     /// CPUs the client and server are pinned to.
     pub cpus: Vec<usize>,
     pub workloads: Vec<Workload>,
+    /// `attach --stream-bytes` for the rawload mode (None: the default).
+    pub stream_bytes: Option<u32>,
 }
 
 impl BenchOptions {
@@ -172,6 +174,7 @@ impl BenchOptions {
             duration: Duration::from_millis(if quick { 300 } else { 2000 }),
             cpus: vec![0],
             workloads: WORKLOADS.to_vec(),
+            stream_bytes: None,
         }
     }
 }
@@ -182,6 +185,9 @@ pub struct Sample {
     pub rate: f64,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
+    /// rawload mode: the share of the bytes that were redirected (the rest
+    /// went through TCP after `--stream-bytes`).
+    pub redirected_share: Option<f64>,
 }
 
 /// The worker's entry point (`rawload bench-worker`).
@@ -244,10 +250,15 @@ fn run_worker(
     Json::parse(text.trim()).with_context(|| format!("bench worker printed {text:?}"))
 }
 
-fn redirected(pins: &Path) -> Result<u64> {
-    Ok(status::read(pins)?
-        .and_then(|s| s.counter("bytes_redirected"))
-        .unwrap_or(0))
+/// (bytes the sk_msg program redirected, bytes it saw in all).
+fn sk_msg_bytes(pins: &Path) -> Result<(u64, u64)> {
+    let st = status::read(pins)?;
+    let counter = |name| st.as_ref().and_then(|s| s.counter(name)).unwrap_or(0);
+    let redirected = counter("bytes_redirected");
+    Ok((
+        redirected,
+        redirected + counter("bytes_tcp_only") + counter("bytes_missed"),
+    ))
 }
 
 /// Runs the benchmark; progress lines go to `progress`.
@@ -258,7 +269,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
     let plain = PrivateCgroup::create(&format!("{tag}-plain"))?;
     let accel = PrivateCgroup::create(&format!("{tag}-rawload"))?;
     let pins = PrivatePins::new(&tag);
-    loader::attach(&AttachOptions {
+    let AttachOutcome::Attached(attached) = loader::attach(&AttachOptions {
         cgroup: accel.path().to_path_buf(),
         pin_dir: pins.path().to_path_buf(),
         object: ObjectSource::Embedded { debug: false },
@@ -267,7 +278,11 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
         max_sockets: None,
         // Only the bench's own workers ever join this cgroup.
         single_netns: true,
-    })?;
+        stream_bytes: opts.stream_bytes,
+    })?
+    else {
+        bail!("a fresh pin directory reported an earlier attachment");
+    };
     writeln!(
         progress,
         "bench: {} rounds x {} workloads x 3 modes, {:.1} s each, pinned to CPU {:?}",
@@ -276,7 +291,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
         opts.duration.as_secs_f64(),
         opts.cpus
     )?;
-    let mut summary = Summary::new(opts);
+    let mut summary = Summary::new(opts, attached.streams.describe());
     for round in 1..=opts.rounds {
         for &workload in &opts.workloads {
             for mode in MODES {
@@ -286,26 +301,31 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
                     plain.path()
                 };
                 let before = if mode == Mode::Rawload {
-                    redirected(pins.path())?
+                    sk_msg_bytes(pins.path())?
                 } else {
-                    0
+                    (0, 0)
                 };
                 let result = run_worker(&exe, mode, workload, opts, cgroup)?;
                 let bytes = result["bytes"].as_u64().unwrap_or(0);
+                let mut redirected_share = None;
                 if mode == Mode::Rawload {
-                    // The rawload sample counts only if the counters saw
-                    // (nearly) all of its bytes redirected.
-                    let moved = redirected(pins.path())?.saturating_sub(before);
-                    if (moved as f64) < 0.9 * bytes as f64 {
+                    // The rawload sample counts only if the sk_msg program saw
+                    // (nearly) all of its bytes: the sockets were in the map.
+                    let after = sk_msg_bytes(pins.path())?;
+                    let seen = after.1.saturating_sub(before.1);
+                    if (seen as f64) < 0.9 * bytes as f64 {
                         bail!(
-                            "{workload}: only {moved} of {bytes} bytes were redirected; rawload is not accelerating here"
+                            "{workload}: rawload's sk_msg program saw only {seen} of {bytes} bytes; rawload is not attached to these sockets"
                         );
                     }
+                    let redirected = after.0.saturating_sub(before.0);
+                    redirected_share = Some(redirected as f64 / bytes.max(1) as f64);
                 }
                 let sample = Sample {
                     rate: result["rate"].as_f64().unwrap_or(0.0),
                     p50_us: result["p50_us"].as_f64(),
                     p99_us: result["p99_us"].as_f64(),
+                    redirected_share,
                 };
                 writeln!(
                     progress,

@@ -12,6 +12,8 @@ pub struct Summary {
     pub rounds: usize,
     pub duration_ms: u128,
     pub cpus: Vec<usize>,
+    /// The rawload mode's stream policy, in words.
+    pub streams: Option<String>,
     pub rows: Vec<(Workload, [Vec<Sample>; 3])>,
 }
 
@@ -41,11 +43,12 @@ pub fn stats(values: &[f64]) -> (f64, f64, f64) {
 }
 
 impl Summary {
-    pub fn new(opts: &BenchOptions) -> Summary {
+    pub fn new(opts: &BenchOptions, streams: Option<String>) -> Summary {
         Summary {
             rounds: opts.rounds,
             duration_ms: opts.duration.as_millis(),
             cpus: opts.cpus.clone(),
+            streams,
             rows: opts
                 .workloads
                 .iter()
@@ -62,6 +65,15 @@ impl Summary {
 
     fn rates(samples: &[Sample]) -> Vec<f64> {
         samples.iter().map(|s| s.rate).collect()
+    }
+
+    /// Median share of the rawload samples' bytes that were redirected.
+    pub fn redirected_share(modes: &[Vec<Sample>; 3]) -> f64 {
+        let shares: Vec<f64> = modes[mode_index(Mode::Rawload)]
+            .iter()
+            .filter_map(|s| s.redirected_share)
+            .collect();
+        median(&shares)
     }
 
     /// Median rate of `mode` divided by the median of tcp.
@@ -111,8 +123,12 @@ pub fn header(s: &Summary) -> String {
             })
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    let streams = s
+        .streams
+        .as_ref()
+        .map_or(String::new(), |t| format!("; rawload: {t}"));
     format!(
-        "rawload bench, {}, kernel {}, {cpu}, client and server pinned to CPU {}; {} rounds of {} ms per mode, interleaved (tcp, rawload, unix); medians [min-max]",
+        "rawload bench, {}, kernel {}, {cpu}, client and server pinned to CPU {}; {} rounds of {} ms per mode, interleaved (tcp, rawload, unix); medians [min-max]{streams}",
         today(),
         crate::doctor::kernel_version(),
         s.cpus
@@ -128,7 +144,7 @@ pub fn header(s: &Summary) -> String {
 /// A Markdown table: throughput, ratios to tcp, and ping-pong latencies.
 pub fn render_table(s: &Summary) -> String {
     let mut o = format!("{}\n\n", header(s));
-    o.push_str("| workload | unit | tcp | rawload | rawload/tcp | unix | unix/tcp |\n|---|---|---|---|---|---|---|\n");
+    o.push_str("| workload | unit | tcp | rawload | rawload/tcp | redirected | unix | unix/tcp |\n|---|---|---|---|---|---|---|---|\n");
     for (w, modes) in &s.rows {
         let cell = |m: Mode| {
             let rates: Vec<f64> = modes[mode_index(m)]
@@ -140,11 +156,12 @@ pub fn render_table(s: &Summary) -> String {
         };
         let _ = writeln!(
             o,
-            "| {w} | {} | {} | {} | {:.2}x | {} | {:.2}x |",
+            "| {w} | {} | {} | {} | {:.2}x | {:.0}% | {} | {:.2}x |",
             unit(*w),
             cell(Mode::Tcp),
             cell(Mode::Rawload),
             Summary::ratio(modes, Mode::Rawload),
+            100.0 * Summary::redirected_share(modes),
             cell(Mode::Unix),
             Summary::ratio(modes, Mode::Unix)
         );
@@ -217,6 +234,10 @@ pub fn to_json(s: &Summary) -> Json {
                     "rawload_vs_tcp",
                     Summary::ratio(modes, Mode::Rawload).into(),
                 ),
+                (
+                    "rawload_redirected_share",
+                    Summary::redirected_share(modes).into(),
+                ),
                 ("unix_vs_tcp", Summary::ratio(modes, Mode::Unix).into()),
             ])
         })
@@ -225,6 +246,7 @@ pub fn to_json(s: &Summary) -> Json {
         ("date", today().into()),
         ("kernel", crate::doctor::kernel_version().into()),
         ("cpus", s.cpus.clone().into()),
+        ("streams", s.streams.clone().into()),
         ("rounds", s.rounds.into()),
         ("duration_ms", (s.duration_ms as u64).into()),
         ("results", Json::Arr(rows)),

@@ -616,6 +616,33 @@ pub fn fionread(fd: BorrowedFd<'_>) -> nix::Result<usize> {
     Errno::result(r).map(|_| n.max(0) as usize)
 }
 
+/// `tcp_info.tcpi_bytes_received` (`TCP_INFO`, 4.1+): payload bytes this
+/// socket received through TCP. Bytes redirected into it by sk_msg are not
+/// counted, which tells the two paths apart.
+pub fn tcp_bytes_received(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a live local
+    // of that size, and stores the length written in `len`; `fd` is borrowed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    // Kernels older than the field return a shorter struct.
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
+    if (len as usize) < end {
+        return Err(Errno::ENOPROTOOPT);
+    }
+    Ok(info.tcpi_bytes_received)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

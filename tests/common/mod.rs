@@ -70,10 +70,16 @@ impl TestEnv {
         self.cgroup.display().to_string()
     }
 
-    /// `rawload attach` into this environment, plus extra arguments.
+    /// `rawload attach` into this environment, plus extra arguments. Streams
+    /// stay redirected (`--stream-bytes 0`) unless `extra` says otherwise:
+    /// most tests prove the redirect with long one-way streams, and the
+    /// default policy depends on the kernel (see the streams tests).
     pub fn attach(&self, extra: &[&str]) -> Output {
         let (cgroup, pin) = (self.cgroup_arg(), self.pin_arg());
         let mut args = vec!["attach", "--cgroup", &cgroup, "--pin-dir", &pin];
+        if !extra.contains(&"--stream-bytes") {
+            args.extend_from_slice(&["--stream-bytes", "0"]);
+        }
         args.extend_from_slice(extra);
         rawload(&args)
     }
@@ -247,16 +253,21 @@ impl TestEnv {
 
     /// Entries in the socket map now.
     pub fn sockets_in_map(&self) -> u64 {
+        self.map_entries("rawload_socks")
+    }
+
+    /// Entries in the map called `name` now.
+    pub fn map_entries(&self, name: &str) -> u64 {
         self.status_json()
             .get("maps")
             .and_then(Json::as_array)
             .and_then(|maps| {
                 maps.iter()
-                    .find(|m| m.get("type").and_then(Json::as_str) == Some("sockhash"))
+                    .find(|m| m.get("name").and_then(Json::as_str) == Some(name))
             })
             .and_then(|m| m.get("entries"))
             .and_then(Json::as_u64)
-            .expect("a sockhash in status")
+            .unwrap_or_else(|| panic!("no map {name} in status"))
     }
 }
 

@@ -20,7 +20,9 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p $cg $out
-rawload attach --cgroup $cg --pin-dir $pins --single-netns > /dev/null || { echo "MATRIX BEHAVIOUR attach failed"; exit 1; }
+# Streams stay redirected (--stream-bytes 0) except in 5., which measures the
+# stream policy itself.
+rawload attach --cgroup $cg --pin-dir $pins --single-netns --stream-bytes 0 > /dev/null || { echo "MATRIX BEHAVIOUR attach failed"; exit 1; }
 
 field() { grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2; }
 
@@ -45,32 +47,42 @@ e=$(( $(field spurious_eagain < $tmp/c) + $(tail -1 $tmp/s | field spurious_eaga
 echo "MATRIX BEHAVIOUR spurious_eagain $e"
 
 # 2. FIONREAD for plain-TCP bytes arriving at a socket in the map (its server
-#    runs outside the attached cgroup).
+#    runs outside the attached cgroup), and for redirected bytes (both ends
+#    in the map): how often it said 0 while data was readable.
 CLIENT_OPTS="--bytes 4M --reader epoll --fionread" pair $out --bytes 4M --reader epoll --fionread
 echo "MATRIX BEHAVIOUR fionread_zero $(field fionread_zero < $tmp/c)"
+CLIENT_OPTS="--bytes 4M --reader epoll --fionread" pair $cg --bytes 4M --reader epoll --fionread
+echo "MATRIX BEHAVIOUR fionread_zero_redirected $(( $(field fionread_zero < $tmp/c) + $(tail -1 $tmp/s | field fionread_zero) ))"
 
 # 3. A splice(2) reader: received bytes out of those sent.
 CLIENT_OPTS="--bytes 1M" pair $cg --bytes 1M --recv-mode splice --timeout 3
 echo "MATRIX BEHAVIOUR splice_received $(tail -1 $tmp/s | field bytes_received)/$(field bytes_sent < $tmp/c)"
 
 # 4. A reader that pauses 2 s while 256 MiB are pushed: the kernel memory
-#    the redirect parks, and whether the sender blocked.
-before=$(grep '^TCP:' /proc/net/sockstat | sed 's/.* mem //')
-CLIENT_OPTS="--bytes 256M" pair $cg --bytes 0 --pause-after 1M --pause-ms 2000 &
-ppid=$!
-high=0
-i=0
-while [ $i -lt 30 ]; do
-    m=$(grep '^TCP:' /proc/net/sockstat | sed 's/.* mem //')
-    [ "$m" -gt "$high" ] && high=$m
-    sleep 0.1
-    i=$((i + 1))
-done
-wait $ppid
-secs=$(grep -o '"secs":[0-9.]*' $tmp/c | cut -d: -f2)
+#    the redirect parks, and whether the sender blocked. 5. The same with
+#    the stream policy (--stream-bytes 1M; 64 MiB, which TCP under qemu moves
+#    slowly): the stream moves to TCP, whose flow control blocks the sender.
+slow_reader() {
+    before=$(grep '^TCP:' /proc/net/sockstat | sed 's/.* mem //')
+    CLIENT_OPTS="--bytes $2" pair $cg --bytes 0 --pause-after 1M --pause-ms 2000 &
+    ppid=$!
+    high=0
+    i=0
+    while [ $i -lt 30 ]; do
+        m=$(grep '^TCP:' /proc/net/sockstat | sed 's/.* mem //')
+        [ "$m" -gt "$high" ] && high=$m
+        sleep 0.1
+        i=$((i + 1))
+    done
+    wait $ppid
+    secs=$(grep -o '"secs":[0-9.]*' $tmp/c | cut -d: -f2)
+    if grep -q '"errors":\[\]' $tmp/c; then outcome=ok; else outcome=error; fi
+    echo "MATRIX BEHAVIOUR ${1}_parked_mib $(( (high - before) * 4 / 1024 ))"
+    echo "MATRIX BEHAVIOUR ${1}_sender ${outcome}_in_${secs}s"
+}
+slow_reader slow_reader 256M
 limit=$(cut -f3 /proc/sys/net/ipv4/tcp_mem)
-if grep -q '"errors":\[\]' $tmp/c; then outcome=ok; else outcome=error; fi
-echo "MATRIX BEHAVIOUR slow_reader_parked_mib $(( (high - before) * 4 / 1024 ))"
 echo "MATRIX BEHAVIOUR slow_reader_tcp_mem_limit_mib $(( limit * 4 / 1024 ))"
-echo "MATRIX BEHAVIOUR slow_reader_sender ${outcome}_in_${secs}s"
-
+rawload detach --pin-dir $pins > /dev/null
+rawload attach --cgroup $cg --pin-dir $pins --single-netns --stream-bytes 1M > /dev/null || { echo "MATRIX BEHAVIOUR attach failed"; exit 1; }
+slow_reader stream_policy 64M

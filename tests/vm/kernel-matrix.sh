@@ -141,7 +141,7 @@ for l in "${labels[@]}"; do
     verdict=$(grep -a -o 'MATRIX VERDICT: [A-Z]*' "$log" | tail -1 | awk '{print $3}')
     [ -n "$verdict" ] || verdict="NO-VERDICT"
     kernel=$(grep -a -o 'MATRIX BOOTED kernel=[^ ]*' "$log" | head -1 | cut -d= -f2)
-    probes=$(grep -a '^MATRIX DOCTOR ' "$log" | grep -aE ' (netns cookie|memlock|sockhash) ' |
+    probes=$(grep -a '^MATRIX DOCTOR ' "$log" | grep -aE ' (netns cookie|memlock|sockhash|fionread) ' |
              sed -E 's/^MATRIX DOCTOR (ok|note|MISSING) +([a-z ]+[a-z]) {2,}(.*)$/\2: \1/' | paste -sd';' -)
     summary+=("$(printf '%-6s %-28s %-10s %6.1fs  %s' "$l" "${kernel:-?}" "$verdict" "$secs" "$probes")")
     if [ "$verdict" != PASS ]; then
@@ -157,11 +157,13 @@ printf '%-6s %-28s %-10s %7s  %s\n' label kernel verdict time probes
 for s in "${summary[@]}"; do echo "$s"; done
 echo
 echo "kernel behaviours (tests/vm/behaviours.sh; docs/KERNEL-ISSUES.md)"
-printf '%-6s %-16s %-14s %-16s %s\n' label spurious_eagain fionread_zero splice_received "slow reader: parked / tcp_mem limit, sender"
+printf '%-6s %-16s %-22s %-16s %-42s %s\n' label spurious_eagain "fionread_zero tcp/redir" splice_received \
+    "slow reader: parked / tcp_mem limit, sender" "with --stream-bytes 1M: parked, sender"
 for l in "${labels[@]}"; do
     # (The serial console ends lines with \r\n.)
     b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4 | tr -d '\r'; }
-    printf '%-6s %-16s %-14s %-16s %s\n' "$l" "$(b spurious_eagain)" "$(b fionread_zero)" "$(b splice_received)" \
-        "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)"
+    printf '%-6s %-16s %-22s %-16s %-42s %s\n' "$l" "$(b spurious_eagain)" "$(b fionread_zero) / $(b fionread_zero_redirected)" "$(b splice_received)" \
+        "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)" \
+        "$(b stream_policy_parked_mib) MiB, $(b stream_policy_sender)"
 done
 exit $failed
