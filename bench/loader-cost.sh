@@ -24,7 +24,7 @@ rss_runs=${RSS_RUNS:-5}
 bench=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$bench")
 object=$root/prebuilt/rawload.bpf.o
-target=x86_64-unknown-linux-gnu
+target=$(uname -m)-unknown-linux-gnu
 aya_target_dir=${AYA_TARGET_DIR:-/tmp/target-aya}
 out=${OUT:-$bench/results/loader-cost-$(date +%Y-%m-%d).md}
 
@@ -178,7 +178,8 @@ ms() { read -r med min max < <(stats "$1" 1000); echo "$med ($min–$max)"; }
 # --- sizes and dependencies --------------------------------------------------
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.0f KiB", b / 1024 }'; }
-is_static() { ldd "$1" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; }
+# (ldd exits 1 for a static non-PIE binary, which pipefail would report.)
+is_static() { grep -qE 'statically linked|not a dynamic executable' <<< "$(ldd "$1" 2>&1 || true)"; }
 crates() { # crates in the normal dependency tree, the root crate included
 	(cd "$1" && cargo tree -q --prefix none -e normal --target "$target" | sed 's/ (\*)$//' | sort -u | wc -l)
 }

@@ -61,8 +61,9 @@ enum Command {
     /// One bench measurement in a worker process (used by `bench`)
     #[command(hide = true)]
     BenchWorker(BenchWorkerArgs),
-    /// Generate and verify TCP traffic (used by the tests and the kernel matrix)
-    #[command(hide = true, subcommand)]
+    /// Verified TCP traffic between two processes (tests, the kernel matrix,
+    /// the README's tour)
+    #[command(subcommand)]
     Peer(PeerCommand),
 }
 

@@ -157,7 +157,12 @@ impl StreamPolicy {
     pub fn describe(self) -> Option<String> {
         Some(match self {
             StreamPolicy::After(n) => format!(
-                "a socket that sends {n} B without a reply moves to TCP (--stream-bytes)"
+                "a socket that sends {} without a reply moves to TCP (--stream-bytes)",
+                match n {
+                    n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+                    n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+                    n => format!("{n} B"),
+                }
             ),
             StreamPolicy::NeverAsked => "streams stay redirected (--stream-bytes 0)".into(),
             StreamPolicy::NeverFionread => "streams stay redirected: this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap (docs/KERNEL-ISSUES.md)".into(),

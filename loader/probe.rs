@@ -134,7 +134,8 @@ pub fn fionread_counts_tcp() -> anyhow::Result<Option<bool>> {
         name: "rawload_probe",
     })
     .context("creating a SOCKHASH")?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("listening on 127.0.0.1")?;
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .context("listening on 127.0.0.1")?;
     let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
     let (server, _) = listener.accept()?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&server) as u64;

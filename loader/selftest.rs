@@ -31,7 +31,7 @@ const CASES: [(&str, &str, &str); 3] = [
 ];
 
 fn ipv6_available() -> bool {
-    TcpListener::bind("[::1]:0").is_ok()
+    TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -103,7 +103,7 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
             continue;
         }
         let before = counters(pins.path())?;
-        let t = transfer(&exe, cgroup.path(), listen, host, bytes)?;
+        let t = transfer(&exe, cgroup.path(), listen, host, bytes, &[])?;
         let redirected = counters(pins.path())?.saturating_sub(before);
         let mut problems = t.problems();
         if t.lo_delta * 100 >= t.payload {
@@ -158,7 +158,7 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
             &format!("detach did not detach sock_ops: {other:?}"),
         )?,
     }
-    let t = transfer(&exe, cgroup.path(), CASES[0].1, CASES[0].2, bytes)?;
+    let t = transfer(&exe, cgroup.path(), CASES[0].1, CASES[0].2, bytes, &[])?;
     let mut problems = t.problems();
     if t.lo_delta < 2 * t.payload {
         problems.push(format!(
@@ -233,10 +233,30 @@ fn stream_check(
             "expected one stream moved to TCP after {limit} B, got {moved} after {redirected} B redirected"
         ));
     }
+    // A conversation of the same size never moves.
+    let turns = transfer(
+        exe,
+        cgroup.path(),
+        CASES[0].1,
+        CASES[0].2,
+        bytes,
+        &["--pattern", "turns"],
+    )?;
+    problems.extend(turns.problems());
+    let conversed = counter(pins.path(), "bytes_redirected")? - redirected;
+    if conversed != turns.payload || counter(pins.path(), "streams_to_tcp")? != moved {
+        problems.push(format!(
+            "a conversation of {} B had {conversed} B redirected",
+            turns.payload
+        ));
+    }
     let text = format!(
-        "streams: {:.1} MiB one way: {redirected} B redirected, then TCP ({moved} stream moved after --stream-bytes {limit}), lo +{} B{}",
+        "streams: {:.1} MiB one way: {redirected} B redirected, then TCP (--stream-bytes {limit}), lo +{} B; \
+         {:.1} MiB as 64 KiB turns: all redirected, lo +{} B{}",
         mib(t.payload),
         t.lo_delta,
+        mib(turns.payload),
+        turns.lo_delta,
         problems
             .iter()
             .map(|p| format!("; {p}"))
@@ -245,14 +265,21 @@ fn stream_check(
     Ok((problems.is_empty(), text))
 }
 
-fn transfer(exe: &Path, cgroup: &Path, listen: &str, host: &str, bytes: u64) -> Result<Transfer> {
+fn transfer(
+    exe: &Path,
+    cgroup: &Path,
+    listen: &str,
+    host: &str,
+    bytes: u64,
+    extra: &[&str],
+) -> Result<Transfer> {
     traffic::run_pair(
         exe,
         cgroup,
         listen,
         host,
         bytes,
-        &[],
+        extra,
         Duration::from_secs(120),
     )
     .with_context(|| format!("transfer {listen} <- {host}"))

@@ -980,50 +980,30 @@ fn s11_stream_policy() {
         ),
     );
 
-    // A conversation: 64 KiB requests echoed back on 4 connections, never
-    // more than one message unanswered.
+    // A conversation: 64 KiB turns each way on 4 connections, never more
+    // than one turn unanswered.
     let before = env.counters();
-    let out = Command::new(RAWLOAD)
-        .args([
-            "bench-worker",
-            "--transport",
-            "tcp",
-            "--workload",
-            "pingpong:65536:4",
-        ])
-        .args([
-            "--duration-ms",
-            &scale(1000, 5000).to_string(),
-            "--cpus",
-            "0,1",
-        ])
-        .arg("--cgroup")
-        .arg(&env.cgroup)
-        .output()
-        .unwrap();
-    let report_json =
-        Json::parse(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
-    let moved = report_json["bytes"].as_u64().unwrap();
+    let args = ["--pattern", "turns", "--conns", "4"];
+    let t = transfer(
+        &env.cgroup,
+        "127.0.0.1:0",
+        "127.0.0.1",
+        scale(64 * MIB, 1024 * MIB),
+        &args,
+    );
+    assert_intact(&t);
     let after = env.counters();
     assert_eq!(
         delta(&before, &after, "streams_to_tcp"),
         0,
         "a conversation moved to TCP"
     );
-    assert_eq!(delta(&before, &after, "bytes_tcp_only"), 0);
-    // Completed round trips, plus at most one request and its echo in flight
-    // per connection when the client stopped.
-    let redirected = delta(&before, &after, "bytes_redirected");
-    assert!(
-        redirected >= moved && redirected <= moved + 4 * 2 * 65536,
-        "{redirected} B redirected for {moved} B of round trips"
-    );
+    assert_eq!(delta(&before, &after, "bytes_redirected"), t.payload);
     report(
         "11-streams",
         format!(
-            "conversation: {} round trips of 64 KiB on 4 connections, all {} MiB redirected, none moved to TCP",
-            report_json["txns"].as_u64().unwrap(),
-            redirected / MIB
+            "conversation: 64 KiB turns on 4 connections, {} MiB both ways, all redirected, none moved to TCP, intact",
+            t.payload / MIB
         ),
     );
 

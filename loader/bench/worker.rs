@@ -39,7 +39,8 @@ fn connect_pairs(transport: Transport, conns: usize) -> Result<Vec<Ends>> {
     let mut pairs: Vec<Ends> = Vec::new();
     match transport {
         Transport::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").context("listening on 127.0.0.1")?;
+            let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .context("listening on 127.0.0.1")?;
             let addr = listener.local_addr()?;
             for _ in 0..conns {
                 let client = TcpStream::connect(addr).context("connecting")?;

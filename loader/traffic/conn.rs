@@ -74,50 +74,88 @@ impl Sizes {
     }
 }
 
+/// The sending side of one direction: an 8-byte header (the stream id),
+/// then the keystream, written in the configured sizes and way.
+pub struct Outgoing {
+    id: u64,
+    fnv: Fnv,
+    sizes: Sizes,
+    buf: Vec<u8>,
+    /// sendfile() needs a file: a memfd holding the current chunk.
+    file: Option<OwnedFd>,
+    /// Payload bytes written so far.
+    pub pos: u64,
+    chunk: u64,
+}
+
+impl Outgoing {
+    /// Writes the header.
+    pub fn start(stream: &mut TcpStream, id: u64, cfg: &PeerConfig) -> Result<Outgoing> {
+        let mut out = Outgoing {
+            id,
+            fnv: Fnv::default(),
+            sizes: Sizes {
+                state: id,
+                min: cfg.write_min.max(1),
+                max: cfg.write_max.max(1),
+            },
+            buf: vec![0u8; cfg.write_max.max(1)],
+            file: match cfg.send_mode {
+                SendMode::Write => None,
+                _ => Some(
+                    nix::sys::memfd::memfd_create(
+                        c"rawload-chunk",
+                        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                    )
+                    .context("memfd_create")?,
+                ),
+            },
+            pos: 0,
+            chunk: 0,
+        };
+        let header = id.to_le_bytes();
+        write_all(stream, &header, cfg).context("writing the stream header")?;
+        out.fnv.update(&header);
+        Ok(out)
+    }
+
+    /// Writes the keystream up to payload position `end`.
+    pub fn send_until(&mut self, stream: &mut TcpStream, end: u64, cfg: &PeerConfig) -> Result<()> {
+        let ks = Keystream(self.id);
+        while self.pos < end {
+            let n = ((end - self.pos) as usize).min(self.sizes.next());
+            ks.fill(self.pos, &mut self.buf[..n]);
+            let use_file = match cfg.send_mode {
+                SendMode::Write => false,
+                SendMode::Sendfile => true,
+                SendMode::Mixed => self.chunk % 2 == 1,
+            };
+            match (&self.file, use_file) {
+                (Some(f), true) => sendfile_all(stream, f, &self.buf[..n], cfg),
+                _ => write_all(stream, &self.buf[..n], cfg),
+            }
+            .with_context(|| format!("writing at offset {}", self.pos))?;
+            self.fnv.update(&self.buf[..n]);
+            self.pos += n as u64;
+            self.chunk += 1;
+        }
+        Ok(())
+    }
+
+    /// Half-closes; returns (bytes sent with the header, digest).
+    pub fn finish(self, stream: &mut TcpStream) -> Result<(u64, u64)> {
+        stream
+            .shutdown(Shutdown::Write)
+            .context("shutting down the write side")?;
+        Ok((self.pos + 8, self.fnv.0))
+    }
+}
+
 /// The sending side: header, then `cfg.bytes` of keystream, then shutdown.
 pub fn send(stream: &mut TcpStream, id: u64, cfg: &PeerConfig) -> Result<(u64, u64)> {
-    let mut fnv = Fnv::default();
-    let header = id.to_le_bytes();
-    write_all(stream, &header, cfg).context("writing the stream header")?;
-    fnv.update(&header);
-    let ks = Keystream(id);
-    let mut sizes = Sizes {
-        state: id,
-        min: cfg.write_min.max(1),
-        max: cfg.write_max.max(1),
-    };
-    let mut buf = vec![0u8; sizes.max];
-    // sendfile() needs a file: a memfd holding the current chunk.
-    let file = match cfg.send_mode {
-        SendMode::Write => None,
-        _ => Some(
-            nix::sys::memfd::memfd_create(c"rawload-chunk", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .context("memfd_create")?,
-        ),
-    };
-    let mut pos = 0u64;
-    let mut chunk = 0u64;
-    while pos < cfg.bytes {
-        let n = ((cfg.bytes - pos) as usize).min(sizes.next());
-        ks.fill(pos, &mut buf[..n]);
-        let use_file = match cfg.send_mode {
-            SendMode::Write => false,
-            SendMode::Sendfile => true,
-            SendMode::Mixed => chunk % 2 == 1,
-        };
-        match (&file, use_file) {
-            (Some(f), true) => sendfile_all(stream, f, &buf[..n], cfg),
-            _ => write_all(stream, &buf[..n], cfg),
-        }
-        .with_context(|| format!("writing at offset {pos}"))?;
-        fnv.update(&buf[..n]);
-        pos += n as u64;
-        chunk += 1;
-    }
-    stream
-        .shutdown(Shutdown::Write)
-        .context("shutting down the write side")?;
-    Ok((pos + 8, fnv.0))
+    let mut out = Outgoing::start(stream, id, cfg)?;
+    out.send_until(stream, cfg.bytes, cfg)?;
+    out.finish(stream)
 }
 
 fn write_all(stream: &mut TcpStream, mut data: &[u8], cfg: &PeerConfig) -> Result<()> {
@@ -291,61 +329,158 @@ fn splice_read(stream: &TcpStream, r: &OwnedFd, w: &OwnedFd, buf: &mut [u8]) -> 
     Ok(n)
 }
 
-/// The receiving side: read to EOF, checking every byte.
-pub fn receive(stream: &mut TcpStream, cfg: &PeerConfig, report: &mut ConnReport) -> Result<()> {
-    let mut fnv = Fnv::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut expect = vec![0u8; buf.len()];
-    let mut header = [0u8; 8];
-    let mut have_header = 0;
-    let mut pos = 0u64; // payload position
-    let mut paused = cfg.pause.is_none();
-    let mut rx = Receiver::new(stream, cfg)?;
-    loop {
-        if let (Some((after, how_long)), false) = (cfg.pause, paused) {
-            if report.received >= after {
-                std::thread::sleep(how_long);
-                paused = true;
+/// The receiving side of one direction: checks every byte against the
+/// keystream named by the header.
+pub struct Incoming<'a> {
+    rx: Receiver<'a>,
+    fnv: Fnv,
+    buf: Vec<u8>,
+    expect: Vec<u8>,
+    header: [u8; 8],
+    have_header: usize,
+    /// Payload position.
+    pos: u64,
+    paused: bool,
+}
+
+impl Incoming<'_> {
+    pub fn new<'a>(stream: &'a mut TcpStream, cfg: &'a PeerConfig) -> Result<Incoming<'a>> {
+        Ok(Incoming {
+            rx: Receiver::new(stream, cfg)?,
+            fnv: Fnv::default(),
+            buf: vec![0u8; 256 * 1024],
+            expect: vec![0u8; 256 * 1024],
+            header: [0u8; 8],
+            have_header: 0,
+            pos: 0,
+            paused: cfg.pause.is_none(),
+        })
+    }
+
+    /// Reads until `report.received` reaches `until` (bytes including the
+    /// header; None: to end of stream). Returns false at end of stream.
+    pub fn receive_until(&mut self, until: Option<u64>, report: &mut ConnReport) -> Result<bool> {
+        let cfg = self.rx.cfg;
+        loop {
+            if until.is_some_and(|u| report.received >= u) {
+                return Ok(true);
             }
+            if let (Some((after, how_long)), false) = (cfg.pause, self.paused) {
+                if report.received >= after {
+                    std::thread::sleep(how_long);
+                    self.paused = true;
+                }
+            }
+            if cfg.quit_after.is_some_and(|q| report.received >= q) {
+                report.quit_early = true;
+                return Ok(false);
+            }
+            // Never read past `until`: the peer waits for our answer.
+            let want = until.map_or(self.buf.len(), |u| {
+                ((u - report.received) as usize).min(self.buf.len())
+            });
+            let n = self
+                .rx
+                .read(&mut self.buf[..want], report)
+                .with_context(|| format!("reading at offset {}", report.received))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            report.received += n as u64;
+            self.check(n, report);
         }
-        if cfg.quit_after.is_some_and(|q| report.received >= q) {
-            report.quit_early = true;
-            break;
-        }
-        let n = rx
-            .read(&mut buf, report)
-            .with_context(|| format!("reading at offset {}", report.received))?;
-        if n == 0 {
-            break;
-        }
-        report.received += n as u64;
-        fnv.update(&buf[..n]);
-        let mut data = &buf[..n];
-        if have_header < 8 {
-            let take = (8 - have_header).min(data.len());
-            header[have_header..have_header + take].copy_from_slice(&data[..take]);
-            have_header += take;
+    }
+
+    fn check(&mut self, n: usize, report: &mut ConnReport) {
+        self.fnv.update(&self.buf[..n]);
+        let mut data = &self.buf[..n];
+        if self.have_header < 8 {
+            let take = (8 - self.have_header).min(data.len());
+            self.header[self.have_header..self.have_header + take].copy_from_slice(&data[..take]);
+            self.have_header += take;
             data = &data[take..];
-            if have_header == 8 {
-                report.recv_id = Some(u64::from_le_bytes(header));
+            if self.have_header == 8 {
+                report.recv_id = Some(u64::from_le_bytes(self.header));
             }
         }
         if data.is_empty() {
-            continue;
+            return;
         }
-        Keystream(u64::from_le_bytes(header)).fill(pos, &mut expect[..data.len()]);
-        if data != &expect[..data.len()] {
-            for (i, (a, b)) in data.iter().zip(&expect).enumerate() {
+        Keystream(u64::from_le_bytes(self.header)).fill(self.pos, &mut self.expect[..data.len()]);
+        if data != &self.expect[..data.len()] {
+            for (i, (a, b)) in data.iter().zip(&self.expect).enumerate() {
                 if a != b {
                     report.bad_bytes += 1;
-                    report.first_bad.get_or_insert(pos + i as u64);
+                    report.first_bad.get_or_insert(self.pos + i as u64);
                 }
             }
         }
-        pos += data.len() as u64;
+        self.pos += data.len() as u64;
     }
-    report.recv_digest = fnv.0;
+
+    pub fn finish(self, report: &mut ConnReport) {
+        report.recv_digest = self.fnv.0;
+    }
+}
+
+/// The receiving side: read to EOF, checking every byte.
+pub fn receive(stream: &mut TcpStream, cfg: &PeerConfig, report: &mut ConnReport) -> Result<()> {
+    let mut incoming = Incoming::new(stream, cfg)?;
+    incoming.receive_until(None, report)?;
+    incoming.finish(report);
     Ok(())
+}
+
+/// Request and response: the client sends a turn of `cfg.write_max` bytes
+/// and waits for as many back before its next turn; the server answers each
+/// turn with as many bytes of its own stream. Both sides must be given the
+/// same `--bytes`. Returns what `send` returns.
+pub fn turns(
+    writer: &mut TcpStream,
+    reader: &mut TcpStream,
+    id: u64,
+    cfg: &PeerConfig,
+    server: bool,
+    report: &mut ConnReport,
+) -> Result<(u64, u64)> {
+    let turn = cfg.write_max.max(1) as u64;
+    let mut incoming = Incoming::new(reader, cfg)?;
+    let mut out = None;
+    let mut done = 0u64;
+    while done < cfg.bytes {
+        let end = (done + turn).min(cfg.bytes);
+        if server {
+            // The client's turn (and its header, the first time), then ours.
+            if !incoming.receive_until(Some(8 + end), report)? {
+                bail!(
+                    "the client closed after {} of {} bytes",
+                    report.received,
+                    8 + end
+                );
+            }
+        }
+        let o = match out.as_mut() {
+            Some(o) => o,
+            None => out.insert(Outgoing::start(writer, id, cfg)?),
+        };
+        o.send_until(writer, end, cfg)?;
+        if !server && !incoming.receive_until(Some(8 + end), report)? {
+            bail!(
+                "the server closed after {} of {} bytes",
+                report.received,
+                8 + end
+            );
+        }
+        done = end;
+    }
+    let out = match out {
+        Some(o) => o,
+        None => Outgoing::start(writer, id, cfg)?,
+    };
+    let sent = out.finish(writer)?;
+    incoming.receive_until(None, report)?;
+    incoming.finish(report);
+    Ok(sent)
 }
 
 /// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN.

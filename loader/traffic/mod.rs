@@ -65,6 +65,9 @@ pub enum Pattern {
     /// The server sends everything first (a greeting, as SMTP or MySQL do);
     /// the client reads it all, then sends.
     Greeting,
+    /// Request and response: the client sends a turn (`--write-size` bytes), the
+    /// server answers with as many, and so on (both need the same --bytes).
+    Turns,
 }
 
 /// How one side of the traffic behaves.
@@ -167,6 +170,10 @@ fn exchange(stream: TcpStream, id: u64, cfg: &PeerConfig, server: bool) -> ConnR
             let received = conn::receive(&mut reader, cfg, &mut report);
             (conn::send(&mut writer, id, cfg), received)
         }
+        (Pattern::Turns, _) => (
+            conn::turns(&mut writer, &mut reader, id, cfg, server, &mut report),
+            Ok(()),
+        ),
         (Pattern::Duplex, _) => std::thread::scope(|s| {
             let sender = s.spawn(|| conn::send(&mut writer, id, cfg));
             let received = conn::receive(&mut reader, cfg, &mut report);
