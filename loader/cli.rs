@@ -48,7 +48,7 @@ enum Command {
     /// Show what is attached: programs, maps, sockets, counters (exit 0 when
     /// fully attached, 3 when not, so it can serve as a health check)
     Status(StatusArgs),
-    /// Stream the trace lines of an `attach --debug` object (until Ctrl-C)
+    /// Stream the trace lines of `attach --debug` objects, host-wide (until Ctrl-C)
     Trace(TraceArgs),
     /// What the loader sees in an object and would do with it (no root needed)
     Explain(ExplainArgs),

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::attach;
-use crate::loader;
+use crate::loader::{self, AttachOptions, AttachOutcome, Attached, ObjectSource};
 use crate::pin::BPFFS_MOUNT;
 
 /// A child cgroup of the cgroup2 root, removed on drop after ending the
@@ -45,6 +45,32 @@ impl Drop for PrivateCgroup {
                 }
                 _ => return,
             }
+        }
+    }
+}
+
+/// Attaches `object` to `cgroup` with pins in `pins`, no port policy. Only
+/// the caller's own processes ever join that cgroup, so all of them share
+/// one network namespace (`single_netns`, which old kernels need).
+pub fn attach_private(
+    cgroup: &PrivateCgroup,
+    pins: &PrivatePins,
+    object: ObjectSource,
+    stream_bytes: Option<u32>,
+) -> Result<Attached> {
+    match loader::attach(&AttachOptions {
+        cgroup: cgroup.path().to_path_buf(),
+        pin_dir: pins.path().to_path_buf(),
+        object,
+        ports: None,
+        exclude_ports: None,
+        max_sockets: None,
+        single_netns: true,
+        stream_bytes,
+    })? {
+        AttachOutcome::Attached(at) => Ok(at),
+        AttachOutcome::AlreadyAttached { .. } => {
+            bail!("a fresh pin directory reported an earlier attachment")
         }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! It touches nothing but what it creates: a child cgroup of its own and a
 //! pin directory of its own, both removed at the end (also on failure). Only
-//! its own two peer processes join that cgroup. The kernel matrix boots old
-//! kernels and runs exactly this.
+//! its own two peer processes join that cgroup. Its traffic uses the
+//! loopback of the network namespace it runs in (whose counters are its
+//! evidence): run it under `nsenter --net=...` to keep it off the host's.
+//! The kernel matrix boots old kernels and runs exactly this.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -12,14 +14,11 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::loader::{
-    self, AttachOptions, AttachOutcome, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys,
-    ObjectSource,
-};
+use crate::loader::{self, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys, ObjectSource};
 use crate::probe;
-use crate::scratch::{PrivateCgroup, PrivatePins};
+use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
 use crate::traffic::{self, Transfer};
 
@@ -62,22 +61,9 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         Ok(())
     };
 
-    let outcome = loader::attach(&AttachOptions {
-        cgroup: cgroup.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-        object: object.clone(),
-        ports: None,
-        exclude_ports: None,
-        max_sockets: None,
-        // Only the selftest's own two peers ever join this cgroup.
-        single_netns: true,
-        // The bypass checks move whole streams; the stream policy gets
-        // its own check below.
-        stream_bytes: Some(0),
-    })?;
-    let AttachOutcome::Attached(at) = outcome else {
-        bail!("a fresh pin directory reported an earlier attachment");
-    };
+    // The bypass checks move whole streams; the stream policy gets its own
+    // check below.
+    let at = attach_private(&cgroup, &pins, object.clone(), Some(0))?;
     line(
         out,
         Some(true),
@@ -200,16 +186,7 @@ fn stream_check(
     let name = format!("{unique}-streams");
     let cgroup = PrivateCgroup::create(&name)?;
     let pins = PrivatePins::new(&name);
-    loader::attach(&AttachOptions {
-        cgroup: cgroup.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-        object: object.clone(),
-        ports: None,
-        exclude_ports: None,
-        max_sockets: None,
-        single_netns: true,
-        stream_bytes: Some(DEFAULT_STREAM_BYTES),
-    })?;
+    attach_private(&cgroup, &pins, object.clone(), Some(DEFAULT_STREAM_BYTES))?;
     let limit = u64::from(DEFAULT_STREAM_BYTES);
     let bytes = bytes.max(4 * limit);
     let t = traffic::Pair {

@@ -3,6 +3,10 @@
 //! `bpf_trace_printk` writes into the kernel's ftrace ring buffer;
 //! `trace_pipe` in tracefs hands each line out once, blocking until there is
 //! one. Lines from other tools are skipped: ours start with "rawload: ".
+//!
+//! The ring buffer is one for the whole host: the lines come from every
+//! debug attachment there is (each line names the task and CPU), and two
+//! readers of `trace_pipe` split the lines between them.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

@@ -135,15 +135,16 @@ fn unit_passes_systemd_analyze_verify() {
     );
 }
 
-/// `(section, key, value)` of each assignment of a unit file.
-fn unit_entries(text: &str) -> Vec<(String, String, String)> {
-    let mut section = String::new();
-    let mut entries = Vec::new();
+/// The logical lines of a file whose lines continue with a trailing `\`,
+/// without blank lines and comments. systemd takes a comment only between
+/// logical lines; Docker also drops comment lines inside one.
+fn logical_lines(text: &str, is_comment: fn(&str) -> bool, comments_inside: bool) -> Vec<String> {
+    let mut out = Vec::new();
     let mut pending = String::new();
     for raw in text.lines() {
         let line = raw.trim();
-        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with(';'))
-        {
+        let between = pending.is_empty();
+        if (between && line.is_empty()) || ((between || comments_inside) && is_comment(line)) {
             continue;
         }
         if let Some(cont) = line.strip_suffix('\\') {
@@ -151,7 +152,17 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
             pending.push(' ');
             continue;
         }
-        let line = std::mem::take(&mut pending) + line;
+        out.push(std::mem::take(&mut pending) + line);
+    }
+    out
+}
+
+/// `(section, key, value)` of each assignment of a unit file.
+fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    let comment = |l: &str| l.starts_with('#') || l.starts_with(';');
+    for line in logical_lines(text, comment, false) {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.to_string();
             continue;
@@ -406,24 +417,13 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
 
 /// Dockerfile instructions `(INSTRUCTION, arguments)`, continuations joined.
 fn dockerfile_instructions() -> Vec<(String, String)> {
-    let text = read_deploy("Dockerfile");
-    let mut out = Vec::new();
-    let mut pending = String::new();
-    for raw in text.lines() {
-        let line = raw.trim();
-        if line.starts_with('#') || (line.is_empty() && pending.is_empty()) {
-            continue;
-        }
-        if let Some(cont) = line.strip_suffix('\\') {
-            pending.push_str(cont);
-            pending.push(' ');
-            continue;
-        }
-        let line = std::mem::take(&mut pending) + line;
-        let (op, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-        out.push((op.to_ascii_uppercase(), args.trim().to_string()));
-    }
-    out
+    logical_lines(&read_deploy("Dockerfile"), |l| l.starts_with('#'), true)
+        .into_iter()
+        .map(|line| {
+            let (op, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+            (op.to_ascii_uppercase(), args.trim().to_string())
+        })
+        .collect()
 }
 
 /// The instructions of the final stage (from its FROM on).

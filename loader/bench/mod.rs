@@ -27,8 +27,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::json::Json;
-use crate::loader::{self, AttachOptions, AttachOutcome, ObjectSource};
-use crate::scratch::{PrivateCgroup, PrivatePins};
+use crate::loader::{self, ObjectSource};
+use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
 
 pub use report::{Summary, render_svg, render_table, to_json};
@@ -269,20 +269,12 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
     let plain = PrivateCgroup::create(&format!("{tag}-plain"))?;
     let accel = PrivateCgroup::create(&format!("{tag}-rawload"))?;
     let pins = PrivatePins::new(&tag);
-    let AttachOutcome::Attached(attached) = loader::attach(&AttachOptions {
-        cgroup: accel.path().to_path_buf(),
-        pin_dir: pins.path().to_path_buf(),
-        object: ObjectSource::Embedded { debug: false },
-        ports: None,
-        exclude_ports: None,
-        max_sockets: None,
-        // Only the bench's own workers ever join this cgroup.
-        single_netns: true,
-        stream_bytes: opts.stream_bytes,
-    })?
-    else {
-        bail!("a fresh pin directory reported an earlier attachment");
-    };
+    let attached = attach_private(
+        &accel,
+        &pins,
+        ObjectSource::Embedded { debug: false },
+        opts.stream_bytes,
+    )?;
     writeln!(
         progress,
         "bench: {} rounds x {} workloads x 3 modes, {:.1} s each, pinned to CPU {:?}",
