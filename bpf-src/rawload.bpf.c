@@ -12,6 +12,12 @@
  *       socket (the same key with the two ends swapped) and, if it is there,
  *       redirects the bytes straight into the peer's receive queue
  *       (BPF_F_INGRESS). Always returns SK_PASS: a miss falls back to TCP.
+ *       A socket that streams (cfg_stream_bytes sent without a reply) or
+ *       that missed once sends through TCP from then on (rawload_conns).
+ *
+ *   Both keep `rawload_conns`, the fate of each socket by its key; sock_ops
+ *   asks to see each inserted socket's state changes (BPF_SOCK_OPS_STATE_CB)
+ *   to forget it when it closes.
  *
  * Build: clang-14 -O2 -g -target bpf -mcpu=v2 (see the Makefile). -mcpu=v2
  * keeps the instruction set loadable on old 5.x kernels; RAWLOAD_DEBUG
@@ -379,6 +385,15 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 	if (cfg_netns_cookie)
 		own.netns = bpf_get_netns_cookie(msg);
 
+	swap_key(&peer, &own);
+	if (cfg_stream_bytes) {
+		/* This message answers the peer, whichever path it takes: the
+		 * peer's side is a conversation again. */
+		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
+		if (peer_conn && peer_conn->unanswered)
+			peer_conn->unanswered = 0;
+	}
+
 	conn = bpf_map_lookup_elem(&rawload_conns, &own);
 	if (conn && conn->state == CONN_TCP_ONLY) {
 		COUNT(c, msgs_tcp_only, 1);
@@ -386,12 +401,7 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	swap_key(&peer, &own);
 	if (cfg_stream_bytes) {
-		/* This message answers the peer: its side is a conversation. */
-		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
-		if (peer_conn && peer_conn->unanswered)
-			peer_conn->unanswered = 0;
 		if (conn) {
 			if (conn->unanswered + size > cfg_stream_bytes) {
 				conn->state = CONN_TCP_ONLY;

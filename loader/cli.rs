@@ -284,6 +284,9 @@ struct PeerArgs {
     /// Local address of client connections (fixes the source port)
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// With --pattern turns: the client first uploads this much in one go
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    lead: u64,
 }
 
 impl PeerArgs {
@@ -313,6 +316,7 @@ impl PeerArgs {
             quit_after: self.quit_after,
             rst: self.rst,
             bind: self.bind,
+            lead: self.lead,
         }
     }
 }
@@ -594,10 +598,7 @@ fn status_cmd(s: StatusArgs) -> Result<ExitCode> {
                 s.pin.pin_dir.display()
             );
             if !others.is_empty() {
-                text.push_str(&format!(
-                    "still loaded: {} (held by connections opened while it was attached, or by another --pin-dir)\n",
-                    status::others_text(&others)
-                ));
+                text.push_str(&format!("{}\n", status::others_note(&others)));
             }
             out(&text)?;
         }

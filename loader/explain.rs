@@ -168,7 +168,8 @@ fn next_steps(obj: &Object) -> String {
     let insns: usize = obj.programs.iter().map(|p| p.insns.len()).sum();
     format!(
         "what `rawload attach` does with it (see `rawload attach --explain`):\n\
-         \x20 1. raise RLIMIT_MEMLOCK; probe bpf_get_netns_cookie (sets .rodata cfg_netns_cookie where present)\n\
+         \x20 1. raise RLIMIT_MEMLOCK; probe bpf_get_netns_cookie (sets .rodata cfg_netns_cookie where present) and\n\
+         \x20    FIONREAD on a socket in a SOCKHASH (sets cfg_stream_bytes, the stream policy, where TCP bytes count)\n\
          \x20 2. BPF_MAP_CREATE x{maps}; fill global data and the policy maps; BPF_MAP_FREEZE .rodata\n\
          \x20 3. patch the map fds into the ld_imm64 instructions above; BPF_PROG_LOAD {sock_ops} and {sk_msg} ({insns} instructions, {bytes} bytes)\n\
          \x20 4. BPF_PROG_ATTACH {sk_msg} to {socket_map} (BPF_SK_MSG_VERDICT)\n\

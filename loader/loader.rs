@@ -156,20 +156,23 @@ impl StreamPolicy {
     /// One line for `attach` and the bench report (None: nothing to say).
     pub fn describe(self) -> Option<String> {
         Some(match self {
-            StreamPolicy::After(n) => format!(
-                "a socket that sends {} without a reply moves to TCP (--stream-bytes)",
-                match n {
-                    n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-                    n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-                    n => format!("{n} B"),
-                }
-            ),
+            StreamPolicy::After(n) => stream_text(n),
             StreamPolicy::NeverAsked => "streams stay redirected (--stream-bytes 0)".into(),
             StreamPolicy::NeverFionread => "streams stay redirected: this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap (docs/KERNEL-ISSUES.md)".into(),
             StreamPolicy::NeverUnknown => "streams stay redirected: another attachment covers this process, so FIONREAD could not be probed".into(),
             StreamPolicy::NotInObject => return None,
         })
     }
+}
+
+/// The stream policy of `cfg_stream_bytes = n > 0`, in words.
+pub fn stream_text(n: u32) -> String {
+    let size = match n {
+        n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    };
+    format!("a socket that sends {size} without a reply moves to TCP (--stream-bytes)")
 }
 
 /// What `attach` did.
@@ -551,6 +554,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         AttachRecord {
             cgroup: cgroup.path.clone(),
             cgroup_id: cgroup.id,
+            stream_bytes: Some(streams.bytes()),
         }
         .pin(&dir)?;
         kill_point("record-pinned");

@@ -207,21 +207,28 @@ impl PinDir {
     }
 }
 
-/// What `detach` needs to know about an attachment, kept in a one-element
-/// array map pinned as `state`.
+/// What `detach` and `status` need to know about an attachment, kept in a
+/// one-element array map pinned as `state`: the cgroup (path and id) and
+/// the settings that are not visible in the kernel objects themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachRecord {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
+    /// `cfg_stream_bytes` as loaded (None: recorded by an older rawload).
+    pub stream_bytes: Option<u32>,
 }
 
-const RECORD_MAGIC: &[u8; 8] = b"RAWLOAD1";
+/// Layout: magic, cgroup id (u64 LE), then for version 2 `stream_bytes`
+/// (u32 LE) and 4 reserved bytes, then the path, NUL-terminated.
+const RECORD_MAGIC_V1: &[u8; 8] = b"RAWLOAD1";
+const RECORD_MAGIC: &[u8; 8] = b"RAWLOAD2";
 const RECORD_SIZE: usize = 4096;
+const RECORD_PATH: usize = 24;
 
 impl AttachRecord {
     fn encode(&self) -> Result<Vec<u8>> {
         let path = self.cgroup.as_os_str().as_bytes();
-        if path.len() >= RECORD_SIZE - 16 {
+        if path.len() >= RECORD_SIZE - RECORD_PATH {
             bail!(
                 "cgroup path {} is too long to record",
                 self.cgroup.display()
@@ -230,20 +237,29 @@ impl AttachRecord {
         let mut v = vec![0u8; RECORD_SIZE];
         v[..8].copy_from_slice(RECORD_MAGIC);
         v[8..16].copy_from_slice(&self.cgroup_id.to_le_bytes());
-        v[16..16 + path.len()].copy_from_slice(path);
+        v[16..20].copy_from_slice(&self.stream_bytes.unwrap_or(0).to_le_bytes());
+        v[RECORD_PATH..RECORD_PATH + path.len()].copy_from_slice(path);
         Ok(v)
     }
 
     fn decode(v: &[u8]) -> Option<AttachRecord> {
-        if v.len() != RECORD_SIZE || &v[..8] != RECORD_MAGIC {
+        if v.len() != RECORD_SIZE {
             return None;
         }
+        let (stream_bytes, path) = match &v[..8] {
+            m if m == RECORD_MAGIC => (
+                Some(u32::from_le_bytes(v[16..20].try_into().ok()?)),
+                &v[RECORD_PATH..],
+            ),
+            m if m == RECORD_MAGIC_V1 => (None, &v[16..]),
+            _ => return None,
+        };
         let cgroup_id = u64::from_le_bytes(v[8..16].try_into().ok()?);
-        let path = &v[16..];
         let end = path.iter().position(|&b| b == 0)?;
         Some(AttachRecord {
             cgroup: PathBuf::from(std::ffi::OsStr::from_bytes(&path[..end])),
             cgroup_id,
+            stream_bytes,
         })
     }
 
@@ -292,9 +308,18 @@ mod tests {
         let r = AttachRecord {
             cgroup: PathBuf::from("/sys/fs/cgroup/unified/test"),
             cgroup_id: 4242,
+            stream_bytes: Some(1 << 20),
         };
         assert_eq!(AttachRecord::decode(&r.encode().unwrap()), Some(r));
         assert_eq!(AttachRecord::decode(&[0u8; RECORD_SIZE]), None);
+        // A record of an older rawload: no stream policy in it.
+        let mut v1 = vec![0u8; RECORD_SIZE];
+        v1[..8].copy_from_slice(RECORD_MAGIC_V1);
+        v1[8..16].copy_from_slice(&7u64.to_le_bytes());
+        v1[16..20].copy_from_slice(b"/cg\0");
+        let old = AttachRecord::decode(&v1).unwrap();
+        assert_eq!((old.cgroup_id, old.stream_bytes), (7, None));
+        assert_eq!(old.cgroup, PathBuf::from("/cg"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - `rawload_ports`: the `--ports` allow list as a 65536-bit bitmap.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -149,9 +149,7 @@ pub fn host_addresses() -> Result<Vec<IpAddr>> {
         }
     }
     // Loopback is matched in the program itself; the wildcard never occurs.
-    out.retain(|ip| {
-        !ip.is_loopback() && !ip.is_unspecified() && *ip != IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    });
+    out.retain(|ip| !ip.is_loopback() && !ip.is_unspecified());
     Ok(out.into_iter().collect())
 }
 

@@ -76,6 +76,9 @@ pub struct Status {
     /// (id and name, ours or not).
     pub cgroup_flags: Option<u32>,
     pub cgroup_programs: Vec<(u32, String)>,
+    /// `--stream-bytes` as loaded (0: streams stay redirected; None: not
+    /// recorded).
+    pub stream_bytes: Option<u32>,
     pub programs: Vec<ProgStatus>,
     pub maps: Vec<MapStatus>,
     /// The counters summed over CPUs, if the object has them.
@@ -229,6 +232,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
     Ok(Some(Status {
         others,
         pin_dir: pin_dir.to_path_buf(),
+        stream_bytes: record.as_ref().and_then(|r| r.stream_bytes),
         // Where the cgroup is now in this mount namespace, else as recorded.
         cgroup: cgroup
             .as_ref()
@@ -303,6 +307,15 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(o, "cgroup    unknown (no attach record)");
         }
     }
+    match s.stream_bytes {
+        Some(0) => {
+            let _ = writeln!(o, "streams   stay redirected (--stream-bytes 0)");
+        }
+        Some(n) => {
+            let _ = writeln!(o, "streams   {}", crate::loader::stream_text(n));
+        }
+        None => {}
+    }
     let _ = writeln!(o, "programs");
     for p in &s.programs {
         let attached = match p.attached {
@@ -347,11 +360,7 @@ pub fn render(s: &Status) -> String {
         );
     }
     if !s.others.is_empty() {
-        let _ = writeln!(
-            o,
-            "also loaded: {} (held by connections opened before a detach, or by another --pin-dir)",
-            others_text(&s.others)
-        );
+        let _ = writeln!(o, "{}", others_note(&s.others));
     }
     if !s.counters.is_empty() {
         let _ = writeln!(o, "counters (all CPUs)");
@@ -363,12 +372,16 @@ pub fn render(s: &Status) -> String {
 }
 
 /// "12 rawload_sockops, 13 rawload_sk_msg"
-pub fn others_text(others: &[(u32, String)]) -> String {
-    others
-        .iter()
-        .map(|(id, name)| format!("{id} {name}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// One line on rawload programs loaded besides this attachment's.
+pub fn others_note(others: &[(u32, String)]) -> String {
+    format!(
+        "other rawload programs loaded: {} (another --pin-dir, connections open since before a detach, or not yet freed by the kernel)",
+        others
+            .iter()
+            .map(|(id, name)| format!("{id} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn programs_json(list: &[(u32, String)]) -> Json {
@@ -429,6 +442,7 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> 
     obj([
         ("attached", s.attached().into()),
         ("pin_dir", s.pin_dir.display().to_string().into()),
+        ("stream_bytes", s.stream_bytes.into()),
         (
             "cgroup",
             obj([

@@ -531,6 +531,12 @@ fn default_stream_policy_follows_the_fionread_probe() {
             "doctor: {probe}\nattach: {out}"
         );
     }
+    // status shows what was loaded.
+    let expected = if probe.starts_with("ok") { 1 << 20 } else { 0 };
+    assert_eq!(
+        env.status_json().get("stream_bytes").and_then(Json::as_u64),
+        Some(expected)
+    );
     let script = format!(
         "echo $$ > '{}/cgroup.procs' && exec '{RAWLOAD}' doctor",
         env.cgroup_arg()

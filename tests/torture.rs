@@ -1007,6 +1007,33 @@ fn s11_stream_policy() {
         ),
     );
 
+    // An upload, then a conversation on the same connection: the client's
+    // upload moves to TCP, and its later requests, sent through TCP, still
+    // count as answers, so the server's replies (4 MiB in all, more than the
+    // limit) stay redirected.
+    let before = env.counters();
+    let args = ["--pattern", "turns", "--lead", "4M", "--write-size", "16K"];
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &args);
+    assert_intact(&t);
+    let after = env.counters();
+    assert_eq!(
+        delta(&before, &after, "streams_to_tcp"),
+        1,
+        "only the upload is a stream"
+    );
+    let redirected = delta(&before, &after, "bytes_redirected");
+    assert!(
+        (4 * MIB..=6 * MIB).contains(&redirected),
+        "the replies and about 1 MiB of the upload, got {redirected} B"
+    );
+    report(
+        "11-streams",
+        format!(
+            "4 MiB upload, then 256 turns of 16 KiB on the same connection: the upload moved to TCP, all {} KiB of replies stayed redirected",
+            (redirected - MIB.min(redirected)) / 1024
+        ),
+    );
+
     // A reader that pauses while the sender pushes.
     let push = scale(256 * MIB, 1024 * MIB);
     let pause_ms = scale(2000, 8000);

@@ -433,8 +433,10 @@ pub fn receive(stream: &mut TcpStream, cfg: &PeerConfig, report: &mut ConnReport
 
 /// Request and response: the client sends a turn of `cfg.write_max` bytes
 /// and waits for as many back before its next turn; the server answers each
-/// turn with as many bytes of its own stream. Both sides must be given the
-/// same `--bytes`. Returns what `send` returns.
+/// turn with as many bytes of its own stream. With `cfg.lead`, the client
+/// first uploads that many bytes in one go (which the server just reads).
+/// Both sides must be given the same `--bytes` and `--lead`. Returns what
+/// `send` returns.
 pub fn turns(
     writer: &mut TcpStream,
     reader: &mut TcpStream,
@@ -446,16 +448,22 @@ pub fn turns(
     let turn = cfg.write_max.max(1) as u64;
     let mut incoming = Incoming::new(reader, cfg)?;
     let mut out = None;
+    // Where this side's turns start in its own stream, and in the peer's.
+    let (own_start, peer_start) = if server { (0, cfg.lead) } else { (cfg.lead, 0) };
+    if !server && cfg.lead > 0 {
+        out.insert(Outgoing::start(writer, id, cfg)?)
+            .send_until(writer, cfg.lead, cfg)?;
+    }
     let mut done = 0u64;
     while done < cfg.bytes {
         let end = (done + turn).min(cfg.bytes);
         if server {
-            // The client's turn (and its header, the first time), then ours.
-            if !incoming.receive_until(Some(8 + end), report)? {
+            // The client's turn (and its header and lead, the first time).
+            let want = 8 + peer_start + end;
+            if !incoming.receive_until(Some(want), report)? {
                 bail!(
-                    "the client closed after {} of {} bytes",
-                    report.received,
-                    8 + end
+                    "the client closed after {} of {want} bytes",
+                    report.received
                 );
             }
         }
@@ -463,7 +471,7 @@ pub fn turns(
             Some(o) => o,
             None => out.insert(Outgoing::start(writer, id, cfg)?),
         };
-        o.send_until(writer, end, cfg)?;
+        o.send_until(writer, own_start + end, cfg)?;
         if !server && !incoming.receive_until(Some(8 + end), report)? {
             bail!(
                 "the server closed after {} of {} bytes",

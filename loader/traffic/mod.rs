@@ -66,7 +66,8 @@ pub enum Pattern {
     /// the client reads it all, then sends.
     Greeting,
     /// Request and response: the client sends a turn (`--write-size` bytes), the
-    /// server answers with as many, and so on (both need the same --bytes).
+    /// server answers with as many, and so on (both need the same --bytes and
+    /// --lead).
     Turns,
 }
 
@@ -102,6 +103,8 @@ pub struct PeerConfig {
     pub rst: bool,
     /// The client's local address (fixes the source port).
     pub bind: Option<SocketAddr>,
+    /// `Turns`: bytes the client uploads before the first turn.
+    pub lead: u64,
 }
 
 impl PeerConfig {
