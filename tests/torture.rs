@@ -362,14 +362,10 @@ fn s4_slow_and_dead_readers() {
         took < Duration::from_secs(20),
         "the sender took {took:?} to notice"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while env.sockets_in_map() > before_entries {
-        assert!(
-            Instant::now() < deadline,
-            "the dead connection's sockets stayed in the map"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_sockets_in_map_at_most(
+        before_entries,
+        "the dead connection's sockets stayed in the map",
+    );
     report(
         "4-dead-reader",
         format!(
@@ -441,14 +437,7 @@ fn s5_half_close_close_and_reset() {
             "the sender must get an error: {}",
             t.client
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while env.sockets_in_map() > entries {
-            assert!(
-                Instant::now() < deadline,
-                "closed sockets stayed in the map"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        env.wait_sockets_in_map_at_most(entries, "closed sockets stayed in the map");
         report(
             "5-close",
             format!(
@@ -631,14 +620,7 @@ fn s7_capacity() {
         delta(&before, &after, "bytes_redirected") > 0,
         "nothing was redirected"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while env.sockets_in_map() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "closed sockets stayed in the map"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_sockets_in_map_at_most(0, "closed sockets stayed in the map");
     report(
         "7-capacity",
         format!(

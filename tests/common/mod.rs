@@ -256,6 +256,17 @@ impl TestEnv {
         self.map_entries("rawload_socks")
     }
 
+    /// Waits (10 s at most, else fails the test saying `what`) until the
+    /// socket map holds at most `n` entries: closed sockets leave it as the
+    /// kernel tears them down, not at the instant `close()` returns.
+    pub fn wait_sockets_in_map_at_most(&self, n: u64, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.sockets_in_map() > n {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Entries in the map called `name` now.
     pub fn map_entries(&self, name: &str) -> u64 {
         self.status_json()

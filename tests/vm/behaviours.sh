@@ -75,7 +75,7 @@ slow_reader() {
         i=$((i + 1))
     done
     wait $ppid
-    secs=$(grep -o '"secs":[0-9.]*' $tmp/c | cut -d: -f2)
+    secs=$(grep -o '"secs":[0-9.]*' $tmp/c | cut -d: -f2 | sed 's/\(\.[0-9]\)[0-9]*/\1/')
     if grep -q '"errors":\[\]' $tmp/c; then outcome=ok; else outcome=error; fi
     echo "MATRIX BEHAVIOUR ${1}_parked_mib $(( (high - before) * 4 / 1024 ))"
     echo "MATRIX BEHAVIOUR ${1}_sender ${outcome}_in_${secs}s"
