@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rawload::json::Json;
 
@@ -260,9 +260,9 @@ impl TestEnv {
     /// socket map holds at most `n` entries: closed sockets leave it as the
     /// kernel tears them down, not at the instant `close()` returns.
     pub fn wait_sockets_in_map_at_most(&self, n: u64, what: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while self.sockets_in_map() > n {
-            assert!(std::time::Instant::now() < deadline, "{what}");
+            assert!(Instant::now() < deadline, "{what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
