@@ -4,7 +4,11 @@
 # (tests/vm/init -> tests/vm/checks.sh); the same checks run on this host's
 # own kernel as the row `host`.
 #
-#   tests/vm/kernel-matrix.sh [LABEL...]      (default: 5.10 6.1 6.12 host)
+#   tests/vm/kernel-matrix.sh [LABEL...]      (default: 5.10 6.1 6.12 newest host)
+#
+# `newest` is whatever cloud kernel Debian's unstable suite ships today (7.2
+# on 2026-12-01): the row that shows what newer kernels fixed, picked anew
+# each time the apt index is refreshed.
 #
 # Kernels come from Debian through apt, each suite with its own private apt
 # state (a deb822 *.sources file, so the host's apt setup is untouched), and
@@ -25,6 +29,8 @@ kernel_spec() {
     5.10) echo "http://deb.debian.org/debian bullseye|^linux-image-5\.10\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
     6.1) echo "http://deb.debian.org/debian bookworm,http://deb.debian.org/debian-security bookworm-security|^linux-image-6\.1\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
     6.12) echo "http://deb.debian.org/debian trixie,http://deb.debian.org/debian-security trixie-security|^linux-image-6\.12\.[0-9]+\+deb13-cloud-amd64-unsigned$" ;;
+    # unstable names its images without the -unsigned suffix
+    newest) echo "http://deb.debian.org/debian sid|^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64(-unsigned)?$" ;;
     *) echo "unknown kernel label $1" >&2; return 1 ;;
     esac
 }
@@ -56,18 +62,26 @@ fetch_kernel() {
     fi
     echo "$pkg" > "$CACHE/pkg-$label"
     if [ ! -s "$CACHE/vmlinux-$pkg" ]; then
-        deb=$(ls "$CACHE"/debs/"${pkg}"_*.deb 2>/dev/null | head -1 || true)
+        # Newer Debian kernels split the image: linux-image-V depends on
+        # linux-binary-V, which holds /boot.
+        local boot_pkg=$pkg binary=linux-binary-${pkg#linux-image-}
+        apt-cache "${opts[@]}" show "$binary" >/dev/null 2>&1 && boot_pkg=$binary
+        deb=$(ls "$CACHE"/debs/"${boot_pkg}"_*.deb 2>/dev/null | head -1 || true)
         if [ -z "$deb" ]; then
-            (cd "$CACHE/debs" && apt-get "${opts[@]}" download "$pkg" >/dev/null 2>&1) \
-                || { echo "downloading $pkg failed" >&2; return 1; }
-            deb=$(ls "$CACHE"/debs/"${pkg}"_*.deb | head -1)
+            (cd "$CACHE/debs" && apt-get "${opts[@]}" download "$boot_pkg" >/dev/null 2>&1) \
+                || { echo "downloading $boot_pkg failed" >&2; return 1; }
+            deb=$(ls "$CACHE"/debs/"${boot_pkg}"_*.deb | head -1)
         fi
         local x=$CACHE/x-$label
         rm -rf "$x" && mkdir -p "$x"
-        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards './boot/vmlinuz-*' './boot/config-*'
-        "$ROOT/tests/vm/extract-vmlinux.sh" "$x"/boot/vmlinuz-* "$CACHE/vmlinux-$pkg.tmp"
+        # /boot/vmlinuz-V (Debian up to 13) or /usr/lib/modules/V/vmlinuz (14)
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards --no-wildcards-match-slash \
+            './boot/vmlinuz-*' './usr/lib/modules/*/vmlinuz' 2>/dev/null || true
+        local image
+        image=$(ls "$x"/boot/vmlinuz-* "$x"/usr/lib/modules/*/vmlinuz 2>/dev/null | head -1)
+        [ -n "$image" ] || { echo "$boot_pkg holds no kernel image" >&2; return 1; }
+        "$ROOT/tests/vm/extract-vmlinux.sh" "$image" "$CACHE/vmlinux-$pkg.tmp"
         mv "$CACHE/vmlinux-$pkg.tmp" "$CACHE/vmlinux-$pkg"
-        cp "$x"/boot/config-* "$CACHE/config-$pkg"
         rm -rf "$x"
     fi
     echo "$CACHE/vmlinux-$pkg"
@@ -121,7 +135,7 @@ run_host() {
 
 [ -x "$BIN" ] || { echo "$BIN is missing: run make first" >&2; exit 1; }
 labels=("$@")
-[ ${#labels[@]} -gt 0 ] || labels=(5.10 6.1 6.12 host)
+[ ${#labels[@]} -gt 0 ] || labels=(5.10 6.1 6.12 newest host)
 
 declare -A VMLINUX
 for l in "${labels[@]}"; do
