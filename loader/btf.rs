@@ -45,8 +45,11 @@ mod kind {
 pub struct Member {
     pub name: String,
     pub type_id: u32,
-    /// Offset in bits (the low 24 bits when the kind flag is set).
+    /// Offset in bits from the start of the struct.
     pub bit_offset: u32,
+    /// Width in bits of a bitfield, 0 for an ordinary member (BTF stores it
+    /// in the top 8 bits of the offset when the struct's kind flag is set).
+    pub bitfield_size: u32,
 }
 
 /// One entry of a `DATASEC`: a variable and where it sits.
@@ -204,14 +207,16 @@ impl Btf {
                         let m_name = r.u32()?;
                         let type_id = r.u32()?;
                         let offset = r.u32()?;
+                        let (bit_offset, bitfield_size) = if kind_flag {
+                            (offset & 0xff_ffff, offset >> 24)
+                        } else {
+                            (offset, 0)
+                        };
                         members.push(Member {
                             name: name(m_name)?,
                             type_id,
-                            bit_offset: if kind_flag {
-                                offset & 0xff_ffff
-                            } else {
-                                offset
-                            },
+                            bit_offset,
+                            bitfield_size,
                         });
                     }
                     Type::Struct {
@@ -314,6 +319,14 @@ impl Btf {
             Type::Datasec { name: n, vars } if n == name => Some(vars.as_slice()),
             _ => None,
         })
+    }
+
+    /// The id of the first struct or union named `name`.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| matches!(t, Type::Struct { name: n, .. } if n == name))
+            .map(|i| i as u32)
     }
 
     /// The members of the struct named `name`, if there is one.

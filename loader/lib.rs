@@ -17,7 +17,8 @@
 //! | module     | holds |
 //! |------------|-------|
 //! | [`elf`]    | ELF object -> [`obj::Object`] (sections, maps, programs, relocations) |
-//! | [`btf`]    | the BTF reader behind `.maps` |
+//! | [`btf`]    | the BTF reader behind `.maps` and kernel fields |
+//! | [`kfield`] | kernel struct offsets from the running kernel's BTF (rawload's CO-RE) |
 //! | [`obj`]    | the object model: map and program specs with symbolic map references |
 //! | [`insn`]   | one eBPF instruction |
 //! | [`disasm`] | instructions as text, as `llvm-objdump -d` prints them |
@@ -44,6 +45,7 @@ pub mod elf;
 pub mod explain;
 pub mod insn;
 pub mod json;
+pub mod kfield;
 pub mod loader;
 pub mod maps;
 pub mod narrate;

@@ -1,0 +1,75 @@
+//! Kernel field offsets read from this kernel's BTF agree with Debian's
+//! bpftool reading the same BTF (a reader nobody here wrote).
+
+use std::process::Command;
+
+use rawload::kfield::{self, KField};
+
+/// `bpftool btf dump ... format raw`: the bit offset (and bitfield size) of
+/// `member` in the first `STRUCT 'name'`.
+fn bpftool_member(strukt: &str, member: &str) -> (u32, u32) {
+    let out = Command::new("bpftool")
+        .args(["btf", "dump", "file", kfield::VMLINUX_BTF, "format", "raw"])
+        .output()
+        .expect("running bpftool (make test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = format!("STRUCT '{strukt}' size=");
+    let mut lines = text.lines().skip_while(|l| !l.contains(&header)).skip(1);
+    let line = lines
+        .by_ref()
+        .take_while(|l| l.starts_with('\t'))
+        .find(|l| l.trim_start().starts_with(&format!("'{member}' ")))
+        .unwrap_or_else(|| panic!("bpftool shows no {strukt}.{member}"));
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    (field("bits_offset="), field("bitfield_size="))
+}
+
+#[test]
+fn offsets_agree_with_bpftool() {
+    let btf = kfield::kernel_btf().expect("this kernel publishes its BTF");
+    for (member, width) in [("sk_rcvbuf", 4), ("sk_sndbuf", 4), ("sk_userlocks", 1)] {
+        let got = kfield::resolve(&btf, "sock", &[member], width).unwrap();
+        let (bit, bitfield) = bpftool_member("sock", member);
+        assert_eq!(got.offset, bit / 8, "sock.{member}");
+        assert_eq!(u32::from(got.shift), bit % 8, "sock.{member}");
+        if bitfield > 0 {
+            assert_eq!(u32::from(got.bits), bitfield, "sock.{member}");
+        } else {
+            assert_eq!(u32::from(got.bits), u32::from(width) * 8, "sock.{member}");
+        }
+    }
+    // A path through a nested struct: sk_backlog is an anonymous struct type.
+    let rmem = kfield::resolve(&btf, "sock", &["sk_backlog", "rmem_alloc"], 4).unwrap();
+    let (backlog, _) = bpftool_member("sock", "sk_backlog");
+    assert_eq!(
+        rmem,
+        KField {
+            offset: backlog / 8,
+            width: 4,
+            shift: 0,
+            bits: 32
+        }
+    );
+}
+
+#[test]
+fn wrong_fields_are_errors_that_say_what() {
+    let btf = kfield::kernel_btf().unwrap();
+    let e = kfield::resolve(&btf, "sock", &["no_such_member"], 4).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no member 'no_such_member'"),
+        "{e:#}"
+    );
+    let e = kfield::resolve(&btf, "no_such_struct", &["x"], 4).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no struct no_such_struct"),
+        "{e:#}"
+    );
+    // sk_rcvbuf is an int: a 1-byte load cannot read it.
+    let e = kfield::resolve(&btf, "sock", &["sk_rcvbuf"], 1).unwrap_err();
+    assert!(format!("{e:#}").contains("the program loads 1"), "{e:#}");
+}
