@@ -28,7 +28,7 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o \
                tests/fixtures/globals.o tests/fixtures/other_sockops.o
 
-APT_TEST_PACKAGES := bpftool iproute2 clang-14 llvm-14 linux-libc-dev \
+APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
                      qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
 
 .PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \

@@ -49,6 +49,12 @@ static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map,
 /* BPF_FUNC_get_netns_cookie = 122 (sock_ops and sk_msg since 5.15) */
 static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)122;
 
+/* BPF_FUNC_skc_to_tcp_sock = 137 (networking programs since 5.10, needs
+ * CAP_PERFMON): the socket as the kernel's struct tcp_sock, a pointer the
+ * verifier lets the program read through, checked against the kernel's BTF. */
+struct tcp_sock;
+static struct tcp_sock *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
+
 /* Byte order: these programs only run on little-endian x86_64/arm64 hosts
  * in practice, but the builtins keep the code correct on big-endian too. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

@@ -1,23 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * rawload's two eBPF programs.
+ * rawload's eBPF programs.
  *
  *   sock_ops (cgroup v2, BPF_CGROUP_SOCK_OPS)
  *       When a TCP connection of a process in the cgroup becomes established,
  *       and both ends live on this host, put the socket into `rawload_socks`,
- *       a SOCKHASH keyed by the connection as seen from that socket.
+ *       a SOCKHASH keyed by the connection as seen from that socket. Later,
+ *       take it out again when nobody can redirect into it any more (see
+ *       "Leaving the map" below).
  *
  *   sk_msg (attached to rawload_socks, BPF_SK_MSG_VERDICT)
  *       Runs on every sendmsg() of a socket in the map. Looks up the peer
- *       socket (the same key with the two ends swapped) and, if it is there,
- *       redirects the bytes straight into the peer's receive queue
- *       (BPF_F_INGRESS). Always returns SK_PASS: a miss falls back to TCP.
- *       A socket that streams (cfg_stream_bytes sent without a reply) or
- *       that missed once sends through TCP from then on (rawload_conns).
+ *       socket (the same key with the two ends swapped) and redirects the
+ *       bytes straight into the peer's receive queue (BPF_F_INGRESS), unless
+ *       the peer has not read enough of what it already got (see
+ *       "Backpressure"). Always returns SK_PASS: what is not redirected takes
+ *       TCP, and once a socket has sent through TCP it never redirects again.
  *
- *   Both keep `rawload_conns`, the fate of each socket by its key; sock_ops
- *   asks to see each inserted socket's state changes (BPF_SOCK_OPS_STATE_CB)
- *   to forget it when it closes.
+ *   sk_skb (attached to rawload_socks, BPF_SK_SKB_STREAM_VERDICT; only on
+ *   kernels where the loader's FIONREAD probe finds the 2026 regression)
+ *       Passes every TCP segment a socket in the map receives. With a verdict
+ *       program on the map, the kernel queues TCP bytes where FIONREAD counts
+ *       them (docs/KERNEL-ISSUES.md).
+ *
+ * Every socket in the map has an entry in `rawload_conns` (struct sock_state)
+ * under its own key. Both programs read the peer's entry through the swapped
+ * key: that is how the two ends of a connection learn about each other.
  *
  * Build: clang-14 -O2 -g -target bpf -mcpu=v2 (see the Makefile). -mcpu=v2
  * keeps the instruction set loadable on old 5.x kernels; RAWLOAD_DEBUG
@@ -39,10 +47,49 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 cfg_netns_cookie = 0; /* 1: key includes the netns cookie */
 const volatile __u32 cfg_port_allow = 0;   /* 1: only connections with a port in allow */
 const volatile __u32 cfg_port_deny = 0;    /* 1: never connections with a port in deny */
-/* A socket that sends more than this many bytes while its peer sends nothing
- * is streaming, not conversing: its later bytes go through TCP (0: never).
- * See CONN_STREAM below and docs/PERFORMANCE.md. */
+/* The most bytes a socket may redirect that its peer has not read yet
+ * (--stream-bytes; 0: no bound). See "Backpressure". */
 const volatile __u32 cfg_stream_bytes = 0;
+/* 1: the kfield_* offsets below are filled in (the kernel has BTF). */
+const volatile __u32 cfg_kfields = 0;
+/* 1: this kernel counts redirected bytes in the receiver's sk_rmem_alloc
+ * (6.13, and stable kernels since 6.1.122): a socket's sk_rmem_alloc is then
+ * everything that waits for it to be read. The loader's probe decides. */
+const volatile __u32 cfg_rmem_counts_redirect = 0;
+/* 1: the sk_skb verdict is attached, so TCP bytes that arrive at a socket in
+ * the map wait in its redirect queue too (and would go with it). */
+const volatile __u32 cfg_skb_verdict = 0;
+
+/*
+ * Fields of the kernel's struct sock, which sit at different offsets in
+ * every kernel build. The loader looks each one up by name in the running
+ * kernel's BTF (/sys/kernel/btf/vmlinux) and writes where it is: the name of
+ * the variable is the path, kfield_<struct>__<member>[__<member>...]. This
+ * is what libbpf's CO-RE does by rewriting instructions; rawload does it with
+ * one constant per field, which the verifier folds like the cfg_* above.
+ * `width` is set here, as the size of the load the program does; the loader
+ * checks that the field (or bitfield) fits in it.
+ */
+struct kfield {
+	__u32 offset;  /* bytes from the start of struct sock */
+	__u8 width;    /* bytes loaded: 1 or 4 */
+	__u8 shift;    /* bitfields: the field's first bit in the loaded value */
+	__u8 bits;     /* the field's width in bits */
+	__u8 pad;
+};
+
+const volatile struct kfield kfield_sock__sk_backlog__rmem_alloc = { .width = 4 };
+const volatile struct kfield kfield_sock__sk_rcvbuf = { .width = 4 };
+const volatile struct kfield kfield_sock__sk_sndbuf = { .width = 4 };
+const volatile struct kfield kfield_sock__sk_userlocks = { .width = 1 };
+
+/* include/net/sock.h: the application set SO_SNDBUF / SO_RCVBUF itself. */
+#define SOCK_SNDBUF_LOCK 1
+#define SOCK_RCVBUF_LOCK 2
+
+/* The mark of the loader's own probe sockets (SO_MARK): never accelerated,
+ * so that a rawload attachment above the prober cannot change the answer. */
+#define RAWLOAD_PROBE_MARK 0x72617770
 
 /*
  * The key of one socket: the connection seen from that socket. Addresses are
@@ -66,7 +113,7 @@ struct counters {
 	__u64 insert_exists;       /* -EEXIST: key already present */
 	__u64 insert_full;         /* -E2BIG: the SOCKHASH is full */
 	__u64 insert_busy;         /* -EBUSY: socket already used by another sockmap user */
-	__u64 insert_other;        /* any other error */
+	__u64 insert_other;        /* any other error, or no room for its state */
 	__u64 skipped_remote;      /* the peer is not on this host */
 	__u64 skipped_port;        /* neither port is in the --ports policy */
 	__u64 skipped_sent;        /* payload already left through TCP (fast open) */
@@ -76,9 +123,13 @@ struct counters {
 	__u64 bytes_redirected;
 	__u64 msgs_missed;         /* peer not in the map: sent through TCP */
 	__u64 bytes_missed;
-	__u64 msgs_tcp_only;       /* a socket that missed once stays on TCP */
+	__u64 msgs_tcp_only;       /* a socket that sent through TCP once stays on TCP */
 	__u64 bytes_tcp_only;
-	__u64 streams_to_tcp;      /* sockets moved to TCP after cfg_stream_bytes unanswered bytes */
+	__u64 streams_to_tcp;      /* sockets whose peer had cfg_stream_bytes unread: TCP from then on */
+	__u64 left_unpaired;       /* left the map: its peer never joined (outside the cgroup, namespace, NAT) */
+	__u64 left_peer_gone;      /* left the map: its peer left or closed */
+	__u64 left_tcp;            /* left the map: both directions take TCP */
+	__u64 state_missing;       /* a socket in the map without its state: kept on TCP */
 };
 
 struct {
@@ -119,43 +170,73 @@ struct {
 } rawload_ports SEC(".maps");
 
 /*
- * What became of each socket in the map, by its key.
+ * What each socket in the map is doing, under its own key.
  *
- * CONN_INSERTED: in the map, redirecting. The server side of a connection
- * checks its client's entry before it joins (see rawload_sockops).
+ * SOCK_REDIRECT: in the map, its sends are redirected to its peer.
  *
- * CONN_TCP_ONLY: its bytes go through TCP from now on, for good. Either the
- * peer was not in the map yet when it first sent (the client may send before
- * the server's accepted socket reaches PASSIVE_ESTABLISHED), or it streamed
- * (see `unanswered`). Such a socket must never redirect again: the reader
- * drains redirected data before its TCP receive queue, so later redirected
- * bytes could overtake earlier TCP bytes. The other direction is unaffected.
+ * SOCK_TCP: its sends take TCP from now on, for good: its peer was not in
+ * the map when it sent (the client can send before the server's accepted
+ * socket reaches PASSIVE_ESTABLISHED, or the peer never joins), or its peer
+ * had too much unread (Backpressure). It must never redirect again: the
+ * reader drains redirected bytes before its TCP receive queue, so later
+ * redirected bytes would overtake earlier TCP bytes. Its peer may still
+ * redirect into it.
  *
- * `unanswered` counts the bytes the socket redirected since its peer last
- * sent anything. Redirected bytes wait in the peer's queue with no limit
- * (the sender never blocks; docs/KERNEL-ISSUES.md), so a fast writer runs
- * far ahead of its reader, and both copies then miss the CPU caches: bulk
- * transfers run slower than over TCP, and a stalled reader parks memory
- * without bound. Request/response traffic answers long before
- * cfg_stream_bytes; a stream does not, and moves to TCP, whose flow control
- * paces the writer.
+ * Backpressure. TCP stops a writer when the reader's buffers are full; a
+ * redirect has no such limit: the bytes are queued on the reader with no
+ * per-socket bound (docs/KERNEL-ISSUES.md §3). So the writer counts: `sent`
+ * is every byte it redirected, and the reader reports, each time it runs
+ * (its own sends, and sock_ops at each of its TCP transmissions), what still
+ * waits in its queues (`unread`, its sk_rmem_alloc) and how much of the
+ * writer's `sent` it had seen then (`peer_sent_seen`). Bytes still unread by
+ * the peer are therefore at most
  *
- * The entry goes when its socket closes (BPF_SOCK_OPS_STATE_CB); a new socket
- * with the same key overwrites it anyway, and LRU bounds the memory.
+ *     peer->unread + (own->sent - peer->peer_sent_seen)
+ *
+ * (to within one message in flight at the report), and a writer whose next
+ * message would take that past the bound sends through TCP instead: TCP's
+ * flow control then blocks it, or makes it see EAGAIN, exactly as without
+ * rawload. The bound is cfg_stream_bytes, or the reader's SO_RCVBUF and the
+ * writer's SO_SNDBUF where the application set them. Where the kernel does
+ * not count redirected bytes in sk_rmem_alloc (before 6.13 and its
+ * backports) a report can only say "0": the bound then restarts whenever the
+ * reader sends, which holds for conversations and one-way streams but not
+ * for a reader that sends without reading (KERNEL-ISSUES §3).
+ *
+ * Leaving the map. A socket in the map runs the kernel's tcp_bpf paths even
+ * for the bytes it sends or receives through TCP (slower, and with the
+ * FIONREAD quirks of KERNEL-ISSUES §2), so a socket that nobody can redirect
+ * into leaves the map: its peer is not in the map or sends through TCP, and
+ * its own redirect queue is empty (leaving drops the queue). sock_ops does
+ * it at the socket's next TCP transmission (BPF_SOCK_OPS_HDR_OPT_LEN_CB,
+ * asked for with BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG): for a client whose
+ * server runs outside the cgroup, its first send or the ACK of the first
+ * bytes it receives; for a stream, the ACKs of its TCP bytes. sk_msg
+ * programs may not delete from a SOCKHASH (since 6.10), sock_ops may.
+ *
+ * The entry goes when its socket leaves the map or closes
+ * (BPF_SOCK_OPS_STATE_CB). A socket in the map without an entry (the map is
+ * full, another tool cleared our callback flags) is treated as SOCK_TCP.
  */
-#define CONN_INSERTED 1
-#define CONN_TCP_ONLY 2
+#define SOCK_REDIRECT 1
+#define SOCK_TCP 2
 
-struct conn {
+struct sock_state {
 	__u32 state;
-	__u32 unanswered;
+	__u32 redirected_into; /* 1 once its peer redirected into it (written by the peer) */
+	__u64 sent;            /* bytes it redirected to its peer (its own sk_msg writes it) */
+	__u64 peer_sent_seen;  /* its peer's `sent` at its last report */
+	__u32 unread;          /* at its last report: bytes waiting to be read (sk_rmem_alloc) */
+	__u32 rcvbuf;          /* at its last report: its SO_RCVBUF if the application set one, else 0 */
+	__u32 peer_missing;    /* its redirect missed: its peer is not in the SOCKHASH */
+	__u32 cb_flags;        /* the sock_ops callbacks rawload asked for (and will unask) */
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sock_key);
-	__type(value, struct conn);
+	__type(value, struct sock_state);
 } rawload_conns SEC(".maps");
 
 #ifdef RAWLOAD_DEBUG
@@ -185,6 +266,33 @@ static __always_inline void ip4_to_key(__u32 ip[4], __u32 ip4)
 	ip[2] = bpf_htonl(0xffff);
 	ip[3] = ip4;
 }
+
+/* The socket's own key, from a bpf_sock_ops or an sk_msg_md: both contexts
+ * name the fields alike. Zero when the family is neither IPv4 nor IPv6. */
+#define FILL_KEY(key, ctx)                                                    \
+	({                                                                    \
+		int ok_ = 1;                                                  \
+		if ((ctx)->family == AF_INET) {                               \
+			ip4_to_key((key)->local_ip, (ctx)->local_ip4);        \
+			ip4_to_key((key)->remote_ip, (ctx)->remote_ip4);      \
+		} else if ((ctx)->family == AF_INET6) {                       \
+			(key)->local_ip[0] = (ctx)->local_ip6[0];             \
+			(key)->local_ip[1] = (ctx)->local_ip6[1];             \
+			(key)->local_ip[2] = (ctx)->local_ip6[2];             \
+			(key)->local_ip[3] = (ctx)->local_ip6[3];             \
+			(key)->remote_ip[0] = (ctx)->remote_ip6[0];           \
+			(key)->remote_ip[1] = (ctx)->remote_ip6[1];           \
+			(key)->remote_ip[2] = (ctx)->remote_ip6[2];           \
+			(key)->remote_ip[3] = (ctx)->remote_ip6[3];           \
+		} else {                                                      \
+			ok_ = 0;                                              \
+		}                                                             \
+		(key)->local_port = READ_U32((ctx)->local_port) & 0xffff;     \
+		(key)->remote_port = bpf_ntohl(READ_U32((ctx)->remote_port)) & 0xffff; \
+		if (cfg_netns_cookie)                                         \
+			(key)->netns = bpf_get_netns_cookie(ctx);             \
+		ok_;                                                          \
+	})
 
 static __always_inline int is_loopback(const __u32 ip[4])
 {
@@ -238,13 +346,213 @@ static __always_inline void swap_key(struct sock_key *peer, const struct sock_ke
 	peer->remote_port = own->local_port;
 }
 
+/* --- the kernel's struct sock, through BTF -------------------------------- */
+
+/* The socket as the kernel's struct tcp_sock (struct sock is at its start),
+ * or NULL where the loader found no BTF. */
+static __always_inline struct tcp_sock *kernel_sock(struct bpf_sock *sk)
+{
+	if (!cfg_kfields || !sk)
+		return 0;
+	return bpf_skc_to_tcp_sock(sk);
+}
+
+static __always_inline __u32 kread(struct tcp_sock *tp, const volatile struct kfield *f)
+{
+	const char *p = (const char *)tp + f->offset;
+	__u32 v;
+
+	if (f->width == 1)
+		v = *(const volatile __u8 *)p;
+	else
+		v = *(const volatile __u32 *)p;
+	return (v >> f->shift) & (__u32)((1ULL << f->bits) - 1);
+}
+
+/* Bytes waiting to be read by this socket, redirected ones included; 0
+ * where the kernel cannot say (see cfg_rmem_counts_redirect). */
+static __always_inline __u32 unread_bytes(struct tcp_sock *tp)
+{
+	if (!tp || !cfg_rmem_counts_redirect)
+		return 0;
+	return kread(tp, &kfield_sock__sk_backlog__rmem_alloc);
+}
+
+/* The socket's SO_RCVBUF (SO_SNDBUF) if the application set one, else 0. */
+static __always_inline __u32 locked_buf(struct tcp_sock *tp, __u32 lock,
+					const volatile struct kfield *buf)
+{
+	if (!tp || !(kread(tp, &kfield_sock__sk_userlocks) & lock))
+		return 0;
+	return kread(tp, buf);
+}
+
+/* A report to the peer: what waits to be read here, as of the peer's `sent`. */
+static __always_inline void report(struct sock_state *own, const struct sock_state *peer,
+				   struct tcp_sock *tp)
+{
+	own->peer_sent_seen = peer ? peer->sent : 0;
+	own->unread = unread_bytes(tp);
+	own->rcvbuf = locked_buf(tp, SOCK_RCVBUF_LOCK, &kfield_sock__sk_rcvbuf);
+}
+
+static __always_inline __u32 min_set(__u32 a, __u32 b)
+{
+	return b && b < a ? b : a;
+}
+
+/* --- sock_ops ------------------------------------------------------------ */
+
+/* Takes a socket out of the map and forgets it, giving back the callbacks
+ * rawload asked for (not those other programs had). Callers make sure
+ * nobody can redirect into it and its redirect queue is empty. */
+static __always_inline void leave_map(struct bpf_sock_ops *skops, struct sock_key *key,
+				      __u32 cb_flags)
+{
+	bpf_map_delete_elem(&rawload_socks, key);
+	bpf_map_delete_elem(&rawload_conns, key);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~cb_flags);
+}
+
 /* Takes a client socket back out of the map. Nothing can be lost: only its
  * server could have redirected into it, and the server is not in the map. */
-static __always_inline void drop_peer(struct counters *c, struct sock_key *peer)
+static __always_inline void drop_client(struct counters *c, struct sock_key *client)
 {
-	if (bpf_map_delete_elem(&rawload_socks, peer) == 0)
+	if (bpf_map_delete_elem(&rawload_socks, client) == 0)
 		COUNT(c, peers_removed, 1);
-	bpf_map_delete_elem(&rawload_conns, peer);
+	bpf_map_delete_elem(&rawload_conns, client);
+}
+
+/* The peer is in the map, redirecting, and has not missed us. */
+static __always_inline int peer_redirects(const struct sock_state *peer)
+{
+	return peer && peer->state == SOCK_REDIRECT;
+}
+
+static __always_inline int on_established(struct bpf_sock_ops *skops, struct sock_key *key)
+{
+	int passive = skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
+	__u32 wanted = BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG;
+	struct sock_state fresh = { .state = SOCK_REDIRECT };
+	struct counters *c = stats();
+	struct bpf_sock *sk = skops->sk;
+	struct sock_key peer = {};
+	long err;
+
+	if (sk && sk->mark == RAWLOAD_PROBE_MARK)
+		return 1;
+	/* Same host: the peer is a loopback address or one of ours. */
+	if (!is_same_host(key->remote_ip)) {
+		COUNT(c, skipped_remote, 1);
+		return 1;
+	}
+	if ((cfg_port_allow || cfg_port_deny) &&
+	    !ports_accelerated(key->local_port, key->remote_port)) {
+		COUNT(c, skipped_port, 1);
+		return 1;
+	}
+	/* With TCP fast open, payload can leave before ESTABLISHED; such a
+	 * stream must stay on TCP from its first byte to its last. */
+	if (skops->data_segs_out) {
+		COUNT(c, skipped_sent, 1);
+		return 1;
+	}
+
+	swap_key(&peer, key);
+	/* The server side joins only if its client is in the map and has not
+	 * sent through TCP yet; otherwise both stay on TCP, and a client that
+	 * is in the map alone is taken out. */
+	if (passive && !peer_redirects(bpf_map_lookup_elem(&rawload_conns, &peer))) {
+		drop_client(c, &peer);
+		COUNT(c, skipped_peer, 1);
+		return 1;
+	}
+
+	err = bpf_sock_hash_update(skops, &rawload_socks, key, BPF_NOEXIST);
+	if (err == 0) {
+		/* The state before anyone can see the socket as a peer: a
+		 * client looks for its server's state before it redirects. */
+		report(&fresh, 0, kernel_sock(sk));
+		fresh.cb_flags = wanted & ~skops->bpf_sock_ops_cb_flags;
+		if (bpf_map_update_elem(&rawload_conns, key, &fresh, BPF_ANY) != 0) {
+			bpf_map_delete_elem(&rawload_socks, key);
+			err = -12; /* no room for its state: as if the map were full */
+		}
+	}
+	if (err != 0) {
+		if (err == -17) /* EEXIST: the entry belongs to that socket */
+			COUNT(c, insert_exists, 1);
+		else if (err == -7) /* E2BIG: the map is full */
+			COUNT(c, insert_full, 1);
+		else if (err == -16) /* EBUSY: another sockmap user has the socket */
+			COUNT(c, insert_busy, 1);
+		else
+			COUNT(c, insert_other, 1);
+		/* A server socket that cannot join leaves its client alone in
+		 * the map: take the client out as well. */
+		if (passive)
+			drop_client(c, &peer);
+		return 1;
+	}
+	/* Be called at each TCP transmission (to leave the map when the time
+	 * comes) and on state changes (to forget the socket when it closes),
+	 * keeping whatever callbacks other sock_ops programs asked for. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | wanted);
+	/* The client may have sent through TCP between our check and our
+	 * insert (it saw no state of ours yet): then neither end redirects,
+	 * and nothing can have been redirected into either. */
+	if (passive && !peer_redirects(bpf_map_lookup_elem(&rawload_conns, &peer))) {
+		leave_map(skops, key, fresh.cb_flags);
+		drop_client(c, &peer);
+		COUNT(c, skipped_peer, 1);
+		return 1;
+	}
+	COUNT(c, sockets_inserted, 1);
+	trace("insert %d->%d\n", key->local_port, key->remote_port);
+	return 1;
+}
+
+/* At each TCP transmission of a socket in the map: report what waits here
+ * (for the peer's bound), then leave the map if nobody can redirect into
+ * this socket any more and its redirect queue is empty. */
+static __always_inline int on_transmit(struct bpf_sock_ops *skops, struct sock_key *key)
+{
+	struct sock_state *own = bpf_map_lookup_elem(&rawload_conns, key);
+	struct tcp_sock *tp = kernel_sock(skops->sk);
+	struct counters *c = stats();
+	struct sock_state *peer;
+	struct sock_key peer_key = {};
+	int quiet, drained, why;
+
+	if (!own) /* not ours (another program asked for these callbacks) */
+		return 1;
+	swap_key(&peer_key, key);
+	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
+	report(own, peer, tp);
+
+	/* Nobody can redirect into this socket: its peer is not in the map
+	 * (it never joined, left or closed), sends through TCP, or missed us. */
+	quiet = !peer || peer->state != SOCK_REDIRECT || own->peer_missing;
+	/* And there is a reason to think it never will: a client whose server
+	 * has not joined yet is quiet too, until it sends or receives. */
+	why = own->state != SOCK_REDIRECT || skops->data_segs_in || own->redirected_into;
+	/* Its redirect queue is empty: nothing was ever redirected into it,
+	 * or nothing waits to be read at all (where the kernel counts it).
+	 * With the sk_skb verdict, TCP bytes wait in that queue as well. */
+	drained = (!own->redirected_into && !cfg_skb_verdict) ||
+		  (cfg_rmem_counts_redirect && tp && unread_bytes(tp) == 0);
+	if (!quiet || !why || !drained)
+		return 1;
+
+	if (peer)
+		COUNT(c, left_tcp, 1);
+	else if (own->sent || own->redirected_into)
+		COUNT(c, left_peer_gone, 1);
+	else
+		COUNT(c, left_unpaired, 1);
+	trace("leave %d->%d\n", key->local_port, key->remote_port);
+	leave_map(skops, key, own->cb_flags);
+	return 1;
 }
 
 SEC("sockops")
@@ -252,180 +560,107 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
 	struct sock_key key = {};
-	struct counters *c;
-	long err;
 
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_HDR_OPT_LEN_CB &&
 	    op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
 	/* A socket in the map closes: forget its entry, so that a later
-	 * connection with the same addresses and ports (from outside the
-	 * cgroup, whose client rawload never sees) is not mistaken for it. */
+	 * connection with the same addresses and ports is not mistaken for it
+	 * (the kernel takes it out of the SOCKHASH itself). */
 	if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
 		return 1;
-
-	if (skops->family == AF_INET) {
-		ip4_to_key(key.local_ip, skops->local_ip4);
-		ip4_to_key(key.remote_ip, skops->remote_ip4);
-	} else if (skops->family == AF_INET6) {
-		key.local_ip[0] = skops->local_ip6[0];
-		key.local_ip[1] = skops->local_ip6[1];
-		key.local_ip[2] = skops->local_ip6[2];
-		key.local_ip[3] = skops->local_ip6[3];
-		key.remote_ip[0] = skops->remote_ip6[0];
-		key.remote_ip[1] = skops->remote_ip6[1];
-		key.remote_ip[2] = skops->remote_ip6[2];
-		key.remote_ip[3] = skops->remote_ip6[3];
-	} else {
+	if (!FILL_KEY(&key, skops))
 		return 1;
-	}
-	key.local_port = READ_U32(skops->local_port) & 0xffff;
-	key.remote_port = bpf_ntohl(READ_U32(skops->remote_port)) & 0xffff;
-	if (cfg_netns_cookie)
-		key.netns = bpf_get_netns_cookie(skops);
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		bpf_map_delete_elem(&rawload_conns, &key);
 		return 1;
 	}
-
-	c = stats();
-	/* Same host: the peer is a loopback address or one of ours. */
-	if (!is_same_host(key.remote_ip)) {
-		COUNT(c, skipped_remote, 1);
-		return 1;
-	}
-	if ((cfg_port_allow || cfg_port_deny) &&
-	    !ports_accelerated(key.local_port, key.remote_port)) {
-		COUNT(c, skipped_port, 1);
-		return 1;
-	}
-	/* With TCP fast open, payload can leave before ESTABLISHED; such a
-	 * stream must stay on TCP from its first byte to its last. */
-	if (skops->data_segs_out) {
-		bpf_map_delete_elem(&rawload_conns, &key);
-		COUNT(c, skipped_sent, 1);
-		return 1;
-	}
-
-	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
-		/* The server side joins only if its client is in the map and has
-		 * not sent through TCP yet. Otherwise both stay on TCP: a socket
-		 * in the map that receives plain TCP payload is what stable
-		 * kernels of 2026 get wrong (FIONREAD 0; docs/KERNEL-ISSUES.md). */
-		struct sock_key peer = {};
-		struct conn *peer_conn;
-
-		swap_key(&peer, &key);
-		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
-		if (!peer_conn || peer_conn->state != CONN_INSERTED) {
-			if (peer_conn && peer_conn->state == CONN_TCP_ONLY)
-				drop_peer(c, &peer);
-			COUNT(c, skipped_peer, 1);
-			return 1;
-		}
-	}
-
-	err = bpf_sock_hash_update(skops, &rawload_socks, &key, BPF_NOEXIST);
-	if (err == 0) {
-		struct conn inserted = { .state = CONN_INSERTED };
-
-		bpf_map_update_elem(&rawload_conns, &key, &inserted, BPF_ANY);
-		/* Be called again when this socket changes state (to see it close). */
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
-		COUNT(c, sockets_inserted, 1);
-	} else if (err == -17) { /* EEXIST: the entry belongs to that socket */
-		COUNT(c, insert_exists, 1);
-	} else {
-		bpf_map_delete_elem(&rawload_conns, &key);
-		if (err == -7)   /* E2BIG: the map is full */
-			COUNT(c, insert_full, 1);
-		else if (err == -16) /* EBUSY: another sockmap user has the socket */
-			COUNT(c, insert_busy, 1);
-		else
-			COUNT(c, insert_other, 1);
-		/* A server socket that cannot join leaves its client alone in
-		 * the map, receiving plain TCP: take the client out as well. */
-		if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
-			struct sock_key peer = {};
-
-			swap_key(&peer, &key);
-			drop_peer(c, &peer);
-		}
-	}
-	trace("insert %d->%d err=%d\n", key.local_port, key.remote_port, err);
-	return 1;
+	if (op == BPF_SOCK_OPS_HDR_OPT_LEN_CB)
+		return on_transmit(skops, &key);
+	return on_established(skops, &key);
 }
+
+/* --- sk_msg -------------------------------------------------------------- */
+
+/* The most the peer may have unread before this socket sends through TCP:
+ * --stream-bytes, or less where the application set SO_RCVBUF (the peer)
+ * or SO_SNDBUF (this socket). */
+static __always_inline __u32 bound(const struct sock_state *peer, struct tcp_sock *tp)
+{
+	__u32 limit = min_set(cfg_stream_bytes, peer->rcvbuf);
+
+	return min_set(limit, locked_buf(tp, SOCK_SNDBUF_LOCK, &kfield_sock__sk_sndbuf));
+}
+
 
 SEC("sk_msg")
 int rawload_sk_msg(struct sk_msg_md *msg)
 {
-	struct sock_key own = {}, peer = {};
+	struct sock_key own_key = {}, peer_key = {};
 	struct counters *c = stats();
+	struct sock_state *own, *peer;
+	struct tcp_sock *tp;
 	__u32 size = msg->size;
-	struct conn tcp_only = { .state = CONN_TCP_ONLY }, *conn, *peer_conn;
 
-	if (msg->family == AF_INET) {
-		ip4_to_key(own.local_ip, msg->local_ip4);
-		ip4_to_key(own.remote_ip, msg->remote_ip4);
-	} else if (msg->family == AF_INET6) {
-		own.local_ip[0] = msg->local_ip6[0];
-		own.local_ip[1] = msg->local_ip6[1];
-		own.local_ip[2] = msg->local_ip6[2];
-		own.local_ip[3] = msg->local_ip6[3];
-		own.remote_ip[0] = msg->remote_ip6[0];
-		own.remote_ip[1] = msg->remote_ip6[1];
-		own.remote_ip[2] = msg->remote_ip6[2];
-		own.remote_ip[3] = msg->remote_ip6[3];
-	} else {
+	if (!FILL_KEY(&own_key, msg))
+		return SK_PASS;
+	own = bpf_map_lookup_elem(&rawload_conns, &own_key);
+	if (!own) {
+		COUNT(c, state_missing, 1);
 		return SK_PASS;
 	}
-	own.local_port = READ_U32(msg->local_port) & 0xffff;
-	own.remote_port = bpf_ntohl(READ_U32(msg->remote_port)) & 0xffff;
-	if (cfg_netns_cookie)
-		own.netns = bpf_get_netns_cookie(msg);
-
-	swap_key(&peer, &own);
-	if (cfg_stream_bytes) {
-		/* This message answers the peer, whichever path it takes: the
-		 * peer's side is a conversation again. */
-		peer_conn = bpf_map_lookup_elem(&rawload_conns, &peer);
-		if (peer_conn && peer_conn->unanswered)
-			peer_conn->unanswered = 0;
+	swap_key(&peer_key, &own_key);
+	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
+	tp = kernel_sock(msg->sk);
+	/* Whichever path these bytes take, tell the peer what waits here. */
+	report(own, peer, tp);
+	if (own->state != SOCK_REDIRECT)
+		goto tcp;
+	if (!peer) {
+		/* The peer is not (yet) in the map: these bytes go through TCP,
+		 * and so must every later byte of this socket. */
+		goto miss;
 	}
-
-	conn = bpf_map_lookup_elem(&rawload_conns, &own);
-	if (conn && conn->state == CONN_TCP_ONLY) {
-		COUNT(c, msgs_tcp_only, 1);
-		COUNT(c, bytes_tcp_only, size);
-		return SK_PASS;
-	}
-
 	if (cfg_stream_bytes) {
-		if (conn) {
-			if (conn->unanswered + size > cfg_stream_bytes) {
-				conn->state = CONN_TCP_ONLY;
-				COUNT(c, streams_to_tcp, 1);
-				COUNT(c, msgs_tcp_only, 1);
-				COUNT(c, bytes_tcp_only, size);
-				trace("stream %d->%d: TCP from now on\n", own.local_port, own.remote_port);
-				return SK_PASS;
-			}
-			conn->unanswered += size;
+		__u64 unread = peer->unread + (own->sent - peer->peer_sent_seen);
+
+		if (unread + size > bound(peer, tp)) {
+			COUNT(c, streams_to_tcp, 1);
+			trace("backpressure %d->%d unread=%d\n", own_key.local_port,
+			      own_key.remote_port, unread);
+			own->state = SOCK_TCP;
+			goto tcp;
 		}
 	}
-	if (bpf_msg_redirect_hash(msg, &rawload_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
+	if (bpf_msg_redirect_hash(msg, &rawload_socks, &peer_key, BPF_F_INGRESS) == SK_PASS) {
+		own->sent += size;
+		if (!peer->redirected_into)
+			peer->redirected_into = 1;
 		COUNT(c, msgs_redirected, 1);
 		COUNT(c, bytes_redirected, size);
-		trace("redirect %d->%d len=%d\n", own.local_port, own.remote_port, size);
+		trace("redirect %d->%d len=%d\n", own_key.local_port, own_key.remote_port, size);
 		return SK_PASS;
 	}
-
-	/* The peer is not (yet) in the map: these bytes go through TCP, and
-	 * so must every later byte of this socket. */
-	bpf_map_update_elem(&rawload_conns, &own, &tcp_only, BPF_ANY);
+	/* Its state is there but the socket is not: it is leaving or closing. */
+	own->peer_missing = 1;
+miss:
+	own->state = SOCK_TCP;
 	COUNT(c, msgs_missed, 1);
 	COUNT(c, bytes_missed, size);
-	trace("miss %d->%d len=%d\n", own.local_port, own.remote_port, size);
+	trace("miss %d->%d len=%d\n", own_key.local_port, own_key.remote_port, size);
+	return SK_PASS;
+tcp:
+	COUNT(c, msgs_tcp_only, 1);
+	COUNT(c, bytes_tcp_only, size);
+	return SK_PASS;
+}
+
+/* --- sk_skb -------------------------------------------------------------- */
+
+SEC("sk_skb/stream_verdict")
+int rawload_sk_skb(struct __sk_buff *skb)
+{
 	return SK_PASS;
 }

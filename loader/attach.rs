@@ -191,27 +191,45 @@ impl Cgroup {
     }
 }
 
-/// `BPF_PROG_ATTACH` the sk_msg verdict program to a SOCKHASH/SOCKMAP.
-pub fn attach_sk_msg(map: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
-    sys::prog_attach(map, prog, attach_type::SK_MSG_VERDICT, 0)
-        .context("attaching sk_msg to the socket map")
+/// `BPF_PROG_ATTACH` a program to a SOCKHASH/SOCKMAP: sk_msg
+/// (`BPF_SK_MSG_VERDICT`) runs on the sends of the sockets in it, an sk_skb
+/// verdict (`BPF_SK_SKB_STREAM_VERDICT`) on what they receive through TCP.
+pub fn attach_to_socket_map(
+    map: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<()> {
+    sys::prog_attach(map, prog, attach_type, 0).with_context(|| {
+        format!(
+            "attaching {} to the socket map",
+            attach_type::name(attach_type)
+        )
+    })
 }
 
-/// `BPF_PROG_DETACH` sk_msg from the map. Sockets already in the map keep
-/// the program they copied (they are not cut off mid-stream); new sockets get
+/// `BPF_PROG_DETACH` from the map. Sockets already in the map keep the
+/// programs they copied (they are not cut off mid-stream); new sockets get
 /// none. `Ok(false)` if it was not attached.
-pub fn detach_sk_msg(map: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<bool> {
-    match sys::prog_detach(map, prog, attach_type::SK_MSG_VERDICT) {
+pub fn detach_from_socket_map(
+    map: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<bool> {
+    match sys::prog_detach(map, prog, attach_type) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.errno, Errno::ENOENT | Errno::EINVAL) => Ok(false),
-        Err(e) => Err(e).context("detaching sk_msg from the socket map"),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "detaching {} from the socket map",
+                attach_type::name(attach_type)
+            )
+        }),
     }
 }
 
-/// The sk_msg programs attached to a socket map, where the kernel can say
-/// (`BPF_PROG_QUERY` on sockmaps arrived in 5.19). `None` when it cannot.
-pub fn sk_msg_programs(map: BorrowedFd<'_>) -> Option<Vec<u32>> {
-    sys::prog_query(map, attach_type::SK_MSG_VERDICT)
-        .ok()
-        .map(|(_, ids)| ids)
+/// The programs attached to a socket map for `attach_type`, where the
+/// kernel can say (`BPF_PROG_QUERY` on sockmaps arrived in 5.19). `None`
+/// when it cannot.
+pub fn socket_map_programs(map: BorrowedFd<'_>, attach_type: u32) -> Option<Vec<u32>> {
+    sys::prog_query(map, attach_type).ok().map(|(_, ids)| ids)
 }

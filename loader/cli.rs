@@ -114,8 +114,9 @@ struct AttachArgs {
 
 #[derive(Args)]
 struct StreamBytesArg {
-    /// A socket that sends this much without a reply is streaming: its later
-    /// bytes take TCP, which paces the writer to its reader (0: never) [default: 1M]
+    /// Backpressure: the most bytes a connection redirects that its peer has
+    /// not read; then it continues over TCP, whose flow control blocks the
+    /// writer (0: no bound) [default: 1M]
     #[arg(long, value_name = "SIZE", value_parser = parse_stream_bytes)]
     stream_bytes: Option<u32>,
 }
@@ -287,6 +288,12 @@ struct PeerArgs {
     /// With --pattern turns: the client first uploads this much in one go
     #[arg(long, default_value = "0", value_parser = parse_size)]
     lead: u64,
+    /// Set SO_RCVBUF on each connection
+    #[arg(long, value_parser = parse_size)]
+    rcvbuf: Option<u64>,
+    /// Set SO_SNDBUF on each connection
+    #[arg(long, value_parser = parse_size)]
+    sndbuf: Option<u64>,
 }
 
 impl PeerArgs {
@@ -317,6 +324,8 @@ impl PeerArgs {
             rst: self.rst,
             bind: self.bind,
             lead: self.lead,
+            rcvbuf: self.rcvbuf.map(|n| n as usize),
+            sndbuf: self.sndbuf.map(|n| n as usize),
         }
     }
 }
@@ -511,6 +520,12 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
                 NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
             });
             if let Some(line) = at.streams.describe() {
+                text.push_str(&format!("  {line}\n"));
+            }
+            if let Some(line) = at.reads.describe() {
+                text.push_str(&format!("  {line}\n"));
+            }
+            if let Some(line) = at.fionread.describe() {
                 text.push_str(&format!("  {line}\n"));
             }
             if let Memlock::Refused(e) = at.memlock {

@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::attach;
+use crate::kfield;
 use crate::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
 use crate::probe;
 use crate::status;
@@ -94,6 +95,79 @@ fn capabilities() -> Check {
     }
 }
 
+/// FIONREAD on sockets in a sockmap, and what rawload does about it.
+fn fionread() -> Check {
+    match probe::fionread_counts_tcp() {
+        Ok(Some(true)) => check(
+            "fionread",
+            Verdict::Ok,
+            "counts TCP bytes on sockets in a sockmap",
+        ),
+        Ok(Some(false)) => check(
+            "fionread",
+            Verdict::Note,
+            "ignores TCP bytes on sockets in a sockmap (2026 stable regression): rawload attaches a pass-through sk_skb verdict, with which it counts them; see docs/KERNEL-ISSUES.md",
+        ),
+        Ok(None) => check(
+            "fionread",
+            Verdict::Note,
+            "not probed: another tool's sockmap program redirected the probe's bytes",
+        ),
+        Err(e) => check("fionread", Verdict::Note, format!("probe failed: {e:#}")),
+    }
+}
+
+/// The kernel's BTF, where the programs find the fields of struct sock they
+/// read (what waits to be read, SO_RCVBUF, SO_SNDBUF).
+fn kernel_fields() -> Check {
+    let found = kfield::kernel_btf().and_then(|btf| {
+        kfield::resolve(&btf, "sock", &["sk_backlog", "rmem_alloc"], 4).map(|f| f.offset)
+    });
+    match found {
+        Ok(offset) => check(
+            "kernel btf",
+            Verdict::Ok,
+            format!(
+                "{}: struct sock's sk_rmem_alloc at byte {offset}",
+                kfield::VMLINUX_BTF
+            ),
+        ),
+        Err(e) => check(
+            "kernel btf",
+            Verdict::Note,
+            format!(
+                "{e:#}: backpressure cannot see what a reader has read (docs/KERNEL-ISSUES.md §3)"
+            ),
+        ),
+    }
+}
+
+/// Whether redirected bytes count as unread in the receiver's sk_rmem_alloc.
+fn unread_count() -> Check {
+    match probe::redirect_counts_in_rmem() {
+        Ok(Some(true)) => check(
+            "unread count",
+            Verdict::Ok,
+            "redirected bytes count in sk_rmem_alloc (6.13, stable since 6.1.122): backpressure is exact",
+        ),
+        Ok(Some(false)) => check(
+            "unread count",
+            Verdict::Note,
+            "redirected bytes do not count in sk_rmem_alloc (before 6.13): a reader that sends without reading can be sent more than --stream-bytes; see docs/KERNEL-ISSUES.md",
+        ),
+        Ok(None) => check(
+            "unread count",
+            Verdict::Note,
+            "not probed: another tool's sockmap program redirected the probe's bytes",
+        ),
+        Err(e) => check(
+            "unread count",
+            Verdict::Note,
+            format!("probe failed: {e:#}"),
+        ),
+    }
+}
+
 /// Runs every check.
 pub fn checks() -> Vec<Check> {
     let mut out = vec![
@@ -102,6 +176,10 @@ pub fn checks() -> Vec<Check> {
     ];
     let privileged = out[1].verdict == Verdict::Ok;
 
+    // As attach does: before 5.11 the default 64 KiB RLIMIT_MEMLOCK can be
+    // used up by maps still being freed (a detach just before), and the
+    // probes would then fail as if bpf(2) were refused.
+    probe::raise_memlock();
     let bpf = probe::map_type(map_type::ARRAY, 4, 4);
     let bpf_ok = matches!(bpf, Ok(true));
     let (v, d) = match bpf {
@@ -141,24 +219,9 @@ pub fn checks() -> Vec<Check> {
             ),
             Err(e) => check("netns cookie", Verdict::Missing, format!("probe failed: {}", e.desc())),
         });
-        out.push(match probe::fionread_counts_tcp() {
-            Ok(Some(true)) => check(
-                "fionread",
-                Verdict::Ok,
-                "counts TCP bytes on sockets in a sockmap: streams move to TCP after --stream-bytes (default 1M)",
-            ),
-            Ok(Some(false)) => check(
-                "fionread",
-                Verdict::Note,
-                "ignores TCP bytes on sockets in a sockmap (2026 stable regression): streams stay redirected; see docs/KERNEL-ISSUES.md",
-            ),
-            Ok(None) => check(
-                "fionread",
-                Verdict::Note,
-                "not probed: a rawload attachment already redirects this process's connections",
-            ),
-            Err(e) => check("fionread", Verdict::Note, format!("probe failed: {e:#}")),
-        });
+        out.push(fionread());
+        out.push(kernel_fields());
+        out.push(unread_count());
         out.push(match probe::memcg_accounting() {
             Ok(true) => check("memlock", Verdict::Ok, "not needed: BPF memory is charged to memory cgroups (5.11+)"),
             Ok(false) => check(

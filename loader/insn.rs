@@ -75,6 +75,48 @@ impl Insn {
         b
     }
 
+    /// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
+    pub fn mov64_imm(dst: u8, imm: i32) -> Insn {
+        Insn {
+            code: 0xb7,
+            regs: dst & 0x0f,
+            off: 0,
+            imm,
+        }
+    }
+
+    /// `call helper`: a kernel helper by its `BPF_FUNC_*` number.
+    pub fn call_helper(helper: i32) -> Insn {
+        Insn {
+            code: CALL,
+            regs: 0,
+            off: 0,
+            imm: helper,
+        }
+    }
+
+    /// `BPF_JMP | BPF_EXIT`: return `r0`.
+    pub fn exit() -> Insn {
+        Insn {
+            code: 0x95,
+            ..Insn::default()
+        }
+    }
+
+    /// `dst = map` as the two slots of an `ld_imm64` holding a map fd
+    /// (`BPF_PSEUDO_MAP_FD`).
+    pub fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        [
+            Insn {
+                code: LD_IMM64,
+                regs: (PSEUDO_MAP_FD << 4) | (dst & 0x0f),
+                off: 0,
+                imm: fd,
+            },
+            Insn::default(),
+        ]
+    }
+
     pub fn dst(self) -> u8 {
         self.regs & 0x0f
     }
@@ -116,5 +158,22 @@ mod tests {
         call.set_src(0);
         assert!(!call.is_pseudo_call());
         assert!(Insn::decode_all(&[0; 12]).is_none());
+    }
+
+    #[test]
+    fn constructors_encode_what_llvm_objdump_shows() {
+        // r0 = 1; exit; call 71; r2 = map fd 5 (two slots)
+        assert_eq!(
+            Insn::mov64_imm(0, 1).to_bytes(),
+            [0xb7, 0, 0, 0, 1, 0, 0, 0]
+        );
+        assert_eq!(Insn::exit().to_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Insn::call_helper(71).to_bytes(),
+            [0x85, 0, 0, 0, 71, 0, 0, 0]
+        );
+        let [lo, hi] = Insn::ld_map_fd(2, 5);
+        assert_eq!(lo.to_bytes(), [0x18, 0x12, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(hi, Insn::default());
     }
 }

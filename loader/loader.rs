@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! object bytes ─elf::parse─> Object ─Map::create─> maps ─reloc::apply─> Program::load
-//!      ─attach_sk_msg─> SOCKHASH ─pin─> /sys/fs/bpf/... ─attach_sock_ops─> cgroup
+//!      ─attach_to_socket_map─> SOCKHASH ─pin─> /sys/fs/bpf/... ─attach_sock_ops─> cgroup
 //! ```
 //!
 //! Every step that changes the system registers how to undo it; if a later
@@ -25,10 +25,13 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::attach::{self, Cgroup};
 use crate::elf;
+use crate::kfield::{self, KField};
 use crate::maps::Map;
 use crate::narrate;
 use crate::obj::{Object, ProgramSpec, RefKind};
-use crate::pin::{self, AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
+use crate::pin::{
+    self, AttachRecord, PinDir, SK_MSG_PIN, SK_SKB_PIN, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM_PINS,
+};
 use crate::policy::{self, PortPolicy, PortSet};
 use crate::probe::{self, Memlock};
 use crate::programs::Program;
@@ -48,9 +51,15 @@ pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
 pub const CFG_PORT_ALLOW: &str = "cfg_port_allow";
 pub const CFG_PORT_DENY: &str = "cfg_port_deny";
 pub const CFG_STREAM_BYTES: &str = "cfg_stream_bytes";
+pub const CFG_KFIELDS: &str = "cfg_kfields";
+pub const CFG_RMEM_COUNTS_REDIRECT: &str = "cfg_rmem_counts_redirect";
+pub const CFG_SKB_VERDICT: &str = "cfg_skb_verdict";
 
-/// After this many bytes sent without a reply, a socket's later bytes take
-/// TCP (`--stream-bytes`; measured in docs/PERFORMANCE.md).
+/// The most bytes a connection redirects that its peer has not read; then
+/// it continues over TCP, whose flow control blocks the writer
+/// (`--stream-bytes`). Of the order of TCP's own buffers: loopback TCP
+/// queues about 3 MiB (sender and receiver together) before a writer sees
+/// EAGAIN here.
 pub const DEFAULT_STREAM_BYTES: u32 = 1 << 20;
 /// The largest `--stream-bytes` (the program adds message sizes to it in 32 bits).
 pub const MAX_STREAM_BYTES: u32 = 1 << 30;
@@ -127,20 +136,14 @@ pub enum NetnsKeys {
     NotInObject,
 }
 
-/// When a streaming socket leaves the redirect for TCP (`cfg_stream_bytes`).
+/// The backpressure bound (`cfg_stream_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamPolicy {
-    /// After this many unanswered bytes (the default, or --stream-bytes).
+    /// A connection redirects at most this many bytes its peer has not read
+    /// (the default, or --stream-bytes).
     After(u32),
-    /// Never: --stream-bytes 0.
+    /// No bound: --stream-bytes 0.
     NeverAsked,
-    /// Never: on this kernel FIONREAD ignores TCP bytes on sockets in a
-    /// sockmap (`probe::fionread_counts_tcp`), so the peer must keep
-    /// receiving redirected bytes only.
-    NeverFionread,
-    /// Never: the probe could not tell (an attachment already covers this
-    /// process), so the safe choice.
-    NeverUnknown,
     /// The object has no `cfg_stream_bytes`.
     NotInObject,
 }
@@ -157,22 +160,99 @@ impl StreamPolicy {
     pub fn describe(self) -> Option<String> {
         Some(match self {
             StreamPolicy::After(n) => stream_text(n),
-            StreamPolicy::NeverAsked => "streams stay redirected (--stream-bytes 0)".into(),
-            StreamPolicy::NeverFionread => "streams stay redirected: this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap (docs/KERNEL-ISSUES.md)".into(),
-            StreamPolicy::NeverUnknown => "streams stay redirected: another attachment covers this process, so FIONREAD could not be probed".into(),
+            StreamPolicy::NeverAsked => {
+                "no backpressure: writers never wait for slow readers (--stream-bytes 0)".into()
+            }
             StreamPolicy::NotInObject => return None,
         })
     }
 }
 
-/// The stream policy of `cfg_stream_bytes = n > 0`, in words.
-pub fn stream_text(n: u32) -> String {
-    let size = match n {
+/// `n` bytes as 1 MiB, 64 KiB or 100 B.
+pub fn size_text(n: u32) -> String {
+    match n {
         n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
         n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
         n => format!("{n} B"),
-    };
-    format!("a socket that sends {size} without a reply moves to TCP (--stream-bytes)")
+    }
+}
+
+/// The backpressure bound `cfg_stream_bytes = n > 0`, in words.
+pub fn stream_text(n: u32) -> String {
+    format!(
+        "backpressure: a connection redirects at most {} its peer has not read (or its SO_RCVBUF), then continues over TCP (--stream-bytes)",
+        size_text(n)
+    )
+}
+
+/// How well the programs can tell what a socket has not read yet: the
+/// backpressure bound and leaving the map losslessly rest on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAccounting {
+    /// Exactly: the kernel counts redirected bytes in `sk_rmem_alloc`, and
+    /// the programs found the field through the kernel's BTF.
+    Exact,
+    /// This kernel does not count redirected bytes in `sk_rmem_alloc`
+    /// (before 6.13 and its stable backports): the bound restarts whenever
+    /// the reader sends.
+    NotCounted,
+    /// The probe could not tell (another tool redirected its bytes).
+    Unknown,
+    /// The kernel's struct sock could not be read (why).
+    NoKernelFields(String),
+    /// The object reads no kernel fields.
+    NotInObject,
+}
+
+impl ReadAccounting {
+    /// A note for `attach`, where the bound is weaker than exact.
+    pub fn describe(&self) -> Option<String> {
+        let weak = "a reader that sends without reading can be sent more than the bound (docs/KERNEL-ISSUES.md §3)";
+        Some(match self {
+            ReadAccounting::Exact | ReadAccounting::NotInObject => return None,
+            ReadAccounting::NotCounted => format!(
+                "note: this kernel does not count redirected bytes as unread (sk_rmem_alloc): {weak}"
+            ),
+            ReadAccounting::Unknown => format!(
+                "note: could not probe whether this kernel counts redirected bytes as unread: {weak}"
+            ),
+            ReadAccounting::NoKernelFields(why) => {
+                format!("note: cannot read the kernel's struct sock ({why}): {weak}")
+            }
+        })
+    }
+}
+
+/// Whether the pass-through sk_skb verdict is attached, because this kernel's
+/// FIONREAD ignores TCP bytes on sockets in a sockmap without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FionreadFix {
+    /// FIONREAD counts TCP bytes here: no verdict.
+    NotNeeded,
+    /// The 2026 regression: the verdict is attached.
+    Verdict,
+    /// The probe could not tell: the verdict is attached to be safe.
+    VerdictUnknown,
+    /// The object has no sk_skb program.
+    NotInObject,
+}
+
+impl FionreadFix {
+    pub fn attached(self) -> bool {
+        matches!(self, FionreadFix::Verdict | FionreadFix::VerdictUnknown)
+    }
+
+    pub fn describe(self) -> Option<&'static str> {
+        Some(match self {
+            FionreadFix::Verdict => {
+                "this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap: a pass-through sk_skb verdict makes it count them (docs/KERNEL-ISSUES.md §2)"
+            }
+            FionreadFix::VerdictUnknown => {
+                "FIONREAD could not be probed: a pass-through sk_skb verdict is attached to be safe (docs/KERNEL-ISSUES.md §2)"
+            }
+            FionreadFix::NotNeeded | FionreadFix::NotInObject => return None,
+        })
+    }
 }
 
 /// What `attach` did.
@@ -195,6 +275,8 @@ pub struct Attached {
     pub memlock: Memlock,
     pub host_addresses: usize,
     pub streams: StreamPolicy,
+    pub reads: ReadAccounting,
+    pub fionread: FionreadFix,
     /// Stale pins of an interrupted earlier attach that were cleaned first.
     pub recovered: bool,
 }
@@ -455,21 +537,14 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         (false, _) => StreamPolicy::NotInObject,
         (true, Some(0)) => StreamPolicy::NeverAsked,
         (true, Some(n)) => StreamPolicy::After(n),
-        (true, None) => {
-            narrate!(
-                "5b. probe FIONREAD for TCP bytes on a socket in a SOCKHASH (decides the default --stream-bytes)"
-            );
-            match probe::fionread_counts_tcp()? {
-                Some(true) => StreamPolicy::After(DEFAULT_STREAM_BYTES),
-                Some(false) => StreamPolicy::NeverFionread,
-                None => StreamPolicy::NeverUnknown,
-            }
-        }
+        (true, None) => StreamPolicy::After(DEFAULT_STREAM_BYTES),
     };
     narrate!(
         "   -> .rodata cfg_stream_bytes = {} ({streams:?})",
         streams.bytes()
     );
+    let reads = read_accounting(&mut obj)?;
+    let fionread = fionread_fix(&mut obj)?;
     if netns_keys == NetnsKeys::Yes {
         obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
@@ -524,27 +599,40 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     };
     let sock_ops = load("8a", &sock_ops_spec)?;
     let sk_msg = load("8b", &sk_msg_spec)?;
+    // The pass-through verdict only where FIONREAD needs it.
+    let sk_skb = match obj.optional_program(prog_type::SK_SKB)? {
+        Some(spec) if fionread.attached() => Some(load("8c", spec)?),
+        _ => None,
+    };
     kill_point("programs-loaded");
     let socket_map = &maps[socket_map_index];
+    let map_programs: Vec<(&Program, &str)> = std::iter::once((&sk_msg, SK_MSG_PIN))
+        .chain(sk_skb.as_ref().map(|p| (p, SK_SKB_PIN)))
+        .collect();
 
     let mut undo = Undo::default();
     let done = (|| -> Result<()> {
-        // 1. sk_msg on the map before any socket can enter it.
-        narrate!(
-            "9. attach {} to {} (BPF_SK_MSG_VERDICT), before sockets can enter the map: they copy its programs then",
-            sk_msg.name,
-            socket_map.meta().name
-        );
-        attach::attach_sk_msg(socket_map.as_fd(), sk_msg.as_fd())?;
-        let (map_fd, prog_fd) = (dup(socket_map)?, dup(&sk_msg)?);
-        undo.push("detaching sk_msg", move || {
-            attach::detach_sk_msg(map_fd.as_fd(), prog_fd.as_fd()).map(drop)
-        });
+        // 1. The map's programs before any socket can enter it.
+        for (prog, _) in &map_programs {
+            let attach_type = prog.kind.expected_attach_type;
+            narrate!(
+                "9. attach {} to {} ({}), before sockets can enter the map: they copy its programs then",
+                prog.name,
+                socket_map.meta().name,
+                crate::sys::attach_type::name(attach_type)
+            );
+            attach::attach_to_socket_map(socket_map.as_fd(), prog.as_fd(), attach_type)?;
+            let (map_fd, prog_fd) = (dup(socket_map)?, dup(*prog)?);
+            undo.push("detaching from the socket map", move || {
+                attach::detach_from_socket_map(map_fd.as_fd(), prog_fd.as_fd(), attach_type)
+                    .map(drop)
+            });
+        }
         kill_point("sk-msg-attached");
 
         // 2. Pins and the record, so that a later `detach` finds everything.
         narrate!(
-            "10. pin the record, both programs and every map under {} (mode 0700)",
+            "10. pin the record, the programs and every map under {} (mode 0700)",
             opts.pin_dir.display()
         );
         let dir = PinDir::create(&opts.pin_dir)?;
@@ -559,7 +647,9 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         .pin(&dir)?;
         kill_point("record-pinned");
         dir.pin(sock_ops.as_fd(), SOCK_OPS_PIN)?;
-        dir.pin(sk_msg.as_fd(), SK_MSG_PIN)?;
+        for (prog, pin) in &map_programs {
+            dir.pin(prog.as_fd(), pin)?;
+        }
         kill_point("programs-pinned");
         for (spec, map) in obj.maps.iter().zip(&maps) {
             dir.pin(map.as_fd(), &pin::map_pin_name(&spec.name))?;
@@ -585,14 +675,99 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     Ok(AttachOutcome::Attached(Attached {
         cgroup: cgroup.path.clone(),
         pin_dir: opts.pin_dir.clone(),
-        programs: vec![sock_ops.name.clone(), sk_msg.name.clone()],
+        programs: std::iter::once(&sock_ops)
+            .chain(map_programs.iter().map(|(p, _)| *p))
+            .map(|p| p.name.clone())
+            .collect(),
         maps: maps.len(),
         netns_keys,
         memlock,
         host_addresses,
         streams,
+        reads,
+        fionread,
         recovered,
     }))
+}
+
+/// Fills the object's kernel fields (`kfield_*`) from the running kernel's
+/// BTF and probes whether redirected bytes count as unread there; sets
+/// `cfg_kfields` and `cfg_rmem_counts_redirect` accordingly.
+fn read_accounting(obj: &mut Object) -> Result<ReadAccounting> {
+    let names: Vec<String> = obj
+        .globals()
+        .filter(|g| g.name.starts_with(kfield::PREFIX))
+        .map(|g| g.name.clone())
+        .collect();
+    if names.is_empty() || obj.global(CFG_KFIELDS).is_none() {
+        return Ok(ReadAccounting::NotInObject);
+    }
+    narrate!(
+        "5b. find {} fields of the kernel's struct sock in {} (rawload's CO-RE: one .rodata constant each)",
+        names.len(),
+        kfield::VMLINUX_BTF
+    );
+    if let Err(e) = fill_kfields(obj, &names) {
+        narrate!("   -> {e:#}: the programs will not read them");
+        return Ok(ReadAccounting::NoKernelFields(format!("{e:#}")));
+    }
+    obj.set_global(CFG_KFIELDS, &1u32.to_ne_bytes())?;
+    narrate!("5c. probe: are bytes redirected into a socket counted in its sk_rmem_alloc?");
+    let counted = probe::redirect_counts_in_rmem()?;
+    narrate!(
+        "   -> {counted:?}: .rodata {CFG_RMEM_COUNTS_REDIRECT} = {}",
+        u32::from(counted == Some(true))
+    );
+    Ok(match counted {
+        Some(true) => {
+            obj.set_global(CFG_RMEM_COUNTS_REDIRECT, &1u32.to_ne_bytes())?;
+            ReadAccounting::Exact
+        }
+        Some(false) => ReadAccounting::NotCounted,
+        None => ReadAccounting::Unknown,
+    })
+}
+
+/// Resolves each `kfield_*` global against the kernel's BTF and writes it.
+fn fill_kfields(obj: &mut Object, names: &[String]) -> Result<()> {
+    let btf = kfield::kernel_btf()?;
+    for name in names {
+        let init = obj
+            .global_bytes(name)
+            .context("a kfield global without bytes")?;
+        let width = KField::declared_width(init).with_context(|| name.clone())?;
+        let (strukt, path) = kfield::parse_name(name)?;
+        let field = kfield::resolve(&btf, strukt, &path, width)?;
+        narrate!(
+            "   {name}: offset {} (bits {}..{})",
+            field.offset,
+            field.shift,
+            field.shift + field.bits
+        );
+        obj.set_global(name, &field.to_bytes())?;
+    }
+    Ok(())
+}
+
+/// Probes FIONREAD where the object can fix it with its sk_skb verdict, and
+/// sets `cfg_skb_verdict` when the verdict will be attached.
+fn fionread_fix(obj: &mut Object) -> Result<FionreadFix> {
+    if obj.optional_program(prog_type::SK_SKB)?.is_none() || obj.global(CFG_SKB_VERDICT).is_none() {
+        return Ok(FionreadFix::NotInObject);
+    }
+    narrate!(
+        "5d. probe FIONREAD for TCP bytes on a socket in a SOCKHASH (decides the sk_skb verdict)"
+    );
+    let fix = match probe::fionread_counts_tcp()? {
+        Some(true) => FionreadFix::NotNeeded,
+        Some(false) => FionreadFix::Verdict,
+        None => FionreadFix::VerdictUnknown,
+    };
+    narrate!("   -> {fix:?}");
+    if fix.attached() {
+        obj.set_global(CFG_SKB_VERDICT, &1u32.to_ne_bytes())?;
+    }
+    Ok(fix)
 }
 
 fn dup(fd: &impl AsFd) -> Result<OwnedFd> {
@@ -702,12 +877,15 @@ fn detach_dir(dir: &PinDir, cgroup_arg: Option<&Path>) -> Result<Detached> {
             None => out.cgroup_gone = out.cgroup.is_some(),
         }
     }
-    if let Some(prog) = dir.get(SK_MSG_PIN)? {
+    for (pin, attach_type) in SOCKET_MAP_PROGRAM_PINS {
+        let Some(prog) = dir.get(pin)? else { continue };
         for name in dir.our_pins()?.iter().filter(|n| n.starts_with("map_")) {
             let Some(fd) = dir.get(name)? else { continue };
             let map = Map::from_fd(fd)?;
             if map.is_socket_map() {
-                out.sk_msg |= attach::detach_sk_msg(map.as_fd(), prog.as_fd())?;
+                let detached =
+                    attach::detach_from_socket_map(map.as_fd(), prog.as_fd(), attach_type)?;
+                out.sk_msg |= detached && pin == SK_MSG_PIN;
             }
         }
     }

@@ -142,7 +142,7 @@ pub struct Placement {
 }
 
 /// What kind of program a section holds, from its name (libbpf's SEC_DEF
-/// table, reduced to the two types rawload loads).
+/// table, reduced to the three types rawload loads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgKind {
     pub section: &'static str,
@@ -160,6 +160,11 @@ pub const PROGRAM_KINDS: &[ProgKind] = &[
         section: "sk_msg",
         prog_type: prog_type::SK_MSG,
         expected_attach_type: attach_type::SK_MSG_VERDICT,
+    },
+    ProgKind {
+        section: "sk_skb",
+        prog_type: prog_type::SK_SKB,
+        expected_attach_type: attach_type::SK_SKB_STREAM_VERDICT,
     },
 ];
 
@@ -188,26 +193,46 @@ impl Object {
     /// The one program of the given type; an object for rawload has exactly
     /// one sock_ops and one sk_msg program.
     pub fn program(&self, prog_type: u32) -> Result<&ProgramSpec> {
+        match self.optional_program(prog_type)? {
+            Some(p) => Ok(p),
+            None => bail!(
+                "the object has no {} program (expected a SEC(\"{}\") function)",
+                prog_type::name(prog_type),
+                section_for(prog_type)
+            ),
+        }
+    }
+
+    /// The program of the given type if there is one (at most one).
+    pub fn optional_program(&self, prog_type: u32) -> Result<Option<&ProgramSpec>> {
         let mut found = self
             .programs
             .iter()
             .filter(|p| p.kind.prog_type == prog_type);
-        let Some(first) = found.next() else {
+        let first = found.next();
+        if let (Some(first), Some(second)) = (first, found.next()) {
             bail!(
-                "the object has no {} program (expected a SEC(\"{}\") function)",
-                prog_type::name(prog_type),
-                section_for(prog_type)
-            );
-        };
-        if let Some(second) = found.next() {
-            bail!(
-                "the object has more than one {} program ({} and {}); rawload loads exactly one",
+                "the object has more than one {} program ({} and {}); rawload loads at most one",
                 prog_type::name(prog_type),
                 first.name,
                 second.name
             );
         }
         Ok(first)
+    }
+
+    /// Every global variable of every data section.
+    pub fn globals(&self) -> impl Iterator<Item = &Global> {
+        self.maps.iter().flat_map(|m| m.globals.iter())
+    }
+
+    /// A global variable's current initial bytes.
+    pub fn global_bytes(&self, name: &str) -> Option<&[u8]> {
+        let (map, var) = self.global(name)?;
+        match &self.maps[map].origin {
+            MapOrigin::Data { init, .. } => init.get(var.offset..var.offset + var.size),
+            _ => None,
+        }
     }
 
     /// Index of the map named `name`.

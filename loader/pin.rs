@@ -32,6 +32,12 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/rawload";
 /// `prog_*`, `map_*` or `state`, so `detach` removes exactly that.
 pub const SOCK_OPS_PIN: &str = "prog_sockops";
 pub const SK_MSG_PIN: &str = "prog_sk_msg";
+pub const SK_SKB_PIN: &str = "prog_sk_skb";
+/// The pins of programs attached to the socket map, with their attach types.
+pub const SOCKET_MAP_PROGRAM_PINS: [(&str, u32); 2] = [
+    (SK_MSG_PIN, crate::sys::attach_type::SK_MSG_VERDICT),
+    (SK_SKB_PIN, crate::sys::attach_type::SK_SKB_STREAM_VERDICT),
+];
 pub const RECORD_PIN: &str = "state";
 
 /// The pin name of a map: `map_` + its name, dots dropped or replaced,

@@ -5,11 +5,15 @@
 //! whether the kernel accepted it (the approach of libbpf's `features.c`).
 
 use std::ffi::CStr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
 
-use crate::insn::{CALL, Insn};
+use crate::insn::Insn;
 use crate::obj::PROGRAM_KINDS;
 use crate::sys::{self, ProgLoadArgs, prog_type};
 
@@ -23,26 +27,10 @@ const GPL: &CStr = c"GPL";
 
 /// `r0 = 1; exit`, preceded by `call helper` when given.
 fn probe_program(helper: Option<i32>) -> Vec<Insn> {
-    let mut insns = Vec::new();
-    if let Some(id) = helper {
-        insns.push(Insn {
-            code: CALL,
-            regs: 0,
-            off: 0,
-            imm: id,
-        });
-    }
-    insns.push(Insn {
-        code: 0xb7, // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
-        regs: 0,
-        off: 0,
-        imm: 1,
-    });
-    insns.push(Insn {
-        code: 0x95, // BPF_JMP | BPF_EXIT
-        ..Default::default()
-    });
-    insns
+    let call = helper.map(Insn::call_helper);
+    call.into_iter()
+        .chain([Insn::mov64_imm(0, 1), Insn::exit()])
+        .collect()
 }
 
 /// Whether a program of `prog_type` calling `helper` loads.
@@ -104,27 +92,83 @@ pub fn map_type(map_type: u32, key_size: u32, value_size: u32) -> Result<bool, E
     }
 }
 
+/// `SO_MARK` of the probes' sockets. rawload's sock_ops program never
+/// accelerates a socket with this mark (`RAWLOAD_PROBE_MARK` in
+/// bpf-src/rawload.bpf.c), so a probe gives the same answer under an existing
+/// rawload attachment.
+pub const PROBE_MARK: u32 = 0x7261_7770;
+
+const PROBE_BYTES: &[u8] = b"rawload";
+
+/// A connected loopback pair for a probe: both ends marked, and the server
+/// end is the connection of our own client (another local process that
+/// connects to the ephemeral port first is turned away, so it cannot change
+/// the answer).
+struct ProbePair {
+    client: TcpStream,
+    server: TcpStream,
+}
+
+fn probe_pair() -> Result<ProbePair> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, connect, listen, setsockopt,
+        socket, sockopt,
+    };
+    let marked = || -> Result<OwnedFd> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .context("creating a probe socket")?;
+        setsockopt(&fd, sockopt::Mark, &PROBE_MARK).context("marking a probe socket (SO_MARK)")?;
+        Ok(fd)
+    };
+    let listener = marked()?;
+    bind(listener.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).context("binding 127.0.0.1")?;
+    listen(&listener, Backlog::new(8).context("listen backlog")?).context("listening")?;
+    let listener = TcpListener::from(listener);
+    let client = marked()?;
+    let to = SockaddrIn::from(match listener.local_addr()? {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => bail!("the probe listener is on {a}"),
+    });
+    connect(client.as_raw_fd(), &to).context("connecting to the probe listener")?;
+    let client = TcpStream::from(client);
+    let ours = client.local_addr()?;
+    for _ in 0..16 {
+        let (server, from) = listener.accept().context("accepting")?;
+        if from == ours {
+            return Ok(ProbePair { client, server });
+        }
+    }
+    bail!("another process kept connecting to the probe's port {to}")
+}
+
+/// Waits up to a second for `fd` to be readable.
+fn readable(fd: BorrowedFd<'_>) -> Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    Ok(poll(&mut fds, PollTimeout::from(1000u16))? > 0)
+}
+
 /// Whether plain-TCP bytes arriving at a socket in a SOCKHASH are reported by
 /// `FIONREAD` and wake `poll()`.
 ///
 /// Stable kernels of 2026 (6.6.128+, 6.12.75+, 6.18.14+; "bpf, sockmap: Fix
 /// FIONREAD for sockmap") count only redirected bytes for sockets in a
 /// sockmap without an sk_skb verdict program, which stalls readers such as
-/// nginx (grafana/beyla #2941). rawload moves a streaming socket to TCP
-/// (`--stream-bytes`) only where its peer, still in the map, reads those TCP
-/// bytes correctly. The probe puts the server end of a loopback connection
-/// into a SOCKHASH without programs, sends 7 bytes through TCP and asks.
+/// nginx (grafana/beyla #2941); "bpf, sockmap: Account for receive queue in
+/// FIONREAD without a verdict program" (bpf tree, July 2026) fixed it.
+/// Where this says no, rawload attaches a pass-through sk_skb verdict, with
+/// which the kernel queues TCP bytes where FIONREAD counts them. The probe
+/// puts the server end of a loopback connection into a SOCKHASH without
+/// programs, sends 7 bytes through TCP and asks.
 ///
-/// `Ok(None)`: the bytes were redirected instead (a rawload attachment
-/// already covers this process), so the answer is unknown.
-pub fn fionread_counts_tcp() -> anyhow::Result<Option<bool>> {
-    use std::io::Write;
-    use std::os::fd::AsFd;
-
-    use anyhow::Context;
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-    const PROBE: &[u8] = b"rawload";
+/// `Ok(None)`: the bytes did not take TCP (another tool's sockmap program
+/// redirected them), so the answer is unknown.
+pub fn fionread_counts_tcp() -> Result<Option<bool>> {
     let map = sys::MapFd::create(&sys::MapCreateArgs {
         map_type: sys::map_type::SOCKHASH,
         key_size: 4,
@@ -134,23 +178,85 @@ pub fn fionread_counts_tcp() -> anyhow::Result<Option<bool>> {
         name: "rawload_probe",
     })
     .context("creating a SOCKHASH")?;
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .context("listening on 127.0.0.1")?;
-    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let (server, _) = listener.accept()?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&server) as u64;
+    let mut pair = probe_pair()?;
+    let fd = pair.server.as_raw_fd() as u64;
     map.update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
         .context("putting a socket into the SOCKHASH")?;
-    client.write_all(PROBE)?;
-    let mut fds = [PollFd::new(server.as_fd(), PollFlags::POLLIN)];
-    let readable = poll(&mut fds, PollTimeout::from(1000u16))? > 0;
-    let through_tcp = sys::tcp_bytes_received(server.as_fd())? == PROBE.len() as u64;
-    if !through_tcp {
+    pair.client.write_all(PROBE_BYTES)?;
+    let readable = readable(pair.server.as_fd())?;
+    if sys::tcp_bytes_received(pair.server.as_fd())? != PROBE_BYTES.len() as u64 {
         return Ok(None);
     }
     Ok(Some(
-        readable && sys::fionread(server.as_fd())? == PROBE.len(),
+        readable && sys::fionread(pair.server.as_fd())? == PROBE_BYTES.len(),
     ))
+}
+
+/// `BPF_FUNC_msg_redirect_map`.
+const HELPER_MSG_REDIRECT_MAP: i32 = 60;
+/// `BPF_F_INGRESS`: into the target's receive queue.
+const BPF_F_INGRESS: i32 = 1;
+
+/// Whether bytes redirected into a socket count in its `sk_rmem_alloc`
+/// ("tcp_bpf: Charge receive socket buffer in bpf_tcp_ingress()", 6.13, in
+/// stable kernels since 6.1.122). Only then can a socket tell its peer how
+/// much of what was redirected into it is still unread, which is what
+/// rawload's backpressure bound and its lossless leaving of the map rest on.
+/// The probe redirects 7 bytes into the server end of a loopback pair with
+/// an sk_msg program on a SOCKMAP and reads `SO_MEMINFO`.
+///
+/// `Ok(None)`: the bytes were not redirected, so the answer is unknown.
+pub fn redirect_counts_in_rmem() -> Result<Option<bool>> {
+    let map = sys::MapFd::create(&sys::MapCreateArgs {
+        map_type: sys::map_type::SOCKMAP,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 2,
+        flags: 0,
+        name: "rawload_probe",
+    })
+    .context("creating a SOCKMAP")?;
+    // bpf_msg_redirect_map(msg, map, 0, BPF_F_INGRESS); return SK_PASS
+    let [ld, ld_hi] = Insn::ld_map_fd(2, map.as_fd().as_raw_fd());
+    let insns = [
+        ld,
+        ld_hi,
+        Insn::mov64_imm(3, 0),
+        Insn::mov64_imm(4, BPF_F_INGRESS),
+        Insn::call_helper(HELPER_MSG_REDIRECT_MAP),
+        Insn::mov64_imm(0, 1),
+        Insn::exit(),
+    ];
+    let prog = sys::prog_load(ProgLoadArgs {
+        prog_type: prog_type::SK_MSG,
+        expected_attach_type: crate::sys::attach_type::SK_MSG_VERDICT,
+        insns: &insns,
+        license: GPL,
+        kern_version: 0,
+        name: "rawload_probe",
+        log: None,
+    })
+    .map_err(|e| anyhow::anyhow!("loading the probe's sk_msg program: {}", e.errno.desc()))?;
+    sys::prog_attach(
+        map.as_fd(),
+        prog.as_fd(),
+        crate::sys::attach_type::SK_MSG_VERDICT,
+        0,
+    )
+    .map_err(|e| anyhow::anyhow!("attaching the probe's sk_msg program: {}", e.errno.desc()))?;
+    let mut pair = probe_pair()?;
+    for (slot, end) in [(0u32, &pair.server), (1, &pair.client)] {
+        let fd = end.as_raw_fd() as u64;
+        map.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
+            .context("putting a socket into the SOCKMAP")?;
+    }
+    pair.client.write_all(PROBE_BYTES)?;
+    readable(pair.server.as_fd())?;
+    if sys::tcp_bytes_received(pair.server.as_fd())? != 0 {
+        return Ok(None);
+    }
+    let charged = sys::rmem_alloc(pair.server.as_fd())?;
+    Ok(Some(charged as usize >= PROBE_BYTES.len()))
 }
 
 /// What raising `RLIMIT_MEMLOCK` gave.

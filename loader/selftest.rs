@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::loader::{self, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys, ObjectSource};
-use crate::probe;
 use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
 use crate::traffic::{self, Transfer};
@@ -117,23 +116,11 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         }
     }
 
-    let stream_policy = object.parse()?.global(loader::CFG_STREAM_BYTES).is_some();
-    match probe::fionread_counts_tcp()? {
-        _ if !stream_policy => line(out, None, "streams: this object has no stream policy")?,
-        Some(true) => {
-            let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
-            line(out, Some(ok), &text)?;
-        }
-        Some(false) => line(
-            out,
-            None,
-            "streams: stay redirected here (this kernel's FIONREAD ignores TCP bytes on sockets in a sockmap)",
-        )?,
-        None => line(
-            out,
-            None,
-            "streams: FIONREAD not probed (another attachment covers this process)",
-        )?,
+    if object.parse()?.global(loader::CFG_STREAM_BYTES).is_some() {
+        let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
+        line(out, Some(ok), &text)?;
+    } else {
+        line(out, None, "backpressure: this object has no bound")?;
     }
 
     match loader::detach(pins.path(), None)? {
@@ -175,8 +162,10 @@ fn counter(pins: &Path, name: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// The default stream policy, in a cgroup and pin directory of its own: a
-/// one-way stream is redirected up to the limit, then moves to TCP, intact.
+/// The default backpressure bound, in a cgroup and pin directory of its own:
+/// a one-way stream (whose reader never tells the writer what it read) is
+/// redirected up to the bound, then continues over TCP, intact, and both
+/// sockets leave the map; a conversation of the same size stays redirected.
 fn stream_check(
     exe: &Path,
     object: &ObjectSource,
@@ -195,6 +184,7 @@ fn stream_check(
         client_cgroup: cgroup.path(),
         listen: CASES[0].1,
         connect_host: CASES[0].2,
+        connect_port: None,
         server_args: vec!["--bytes".into(), "0".into()],
         client_args: vec!["--bytes".into(), bytes.to_string()],
         limit: Duration::from_secs(120),
@@ -204,7 +194,8 @@ fn stream_check(
     let redirected = counter(pins.path(), "bytes_redirected")?;
     let moved = counter(pins.path(), "streams_to_tcp")?;
     let mut problems = t.problems();
-    // Up to the limit, plus the message that crossed it at most.
+    // The bound counts bytes not yet read: up to it, plus what the reader
+    // had read when it last told the writer (its 8-byte header, early on).
     if redirected > 2 * limit || moved != 1 {
         problems.push(format!(
             "expected one stream moved to TCP after {limit} B, got {moved} after {redirected} B redirected"
@@ -228,7 +219,7 @@ fn stream_check(
         ));
     }
     let text = format!(
-        "streams: {:.1} MiB one way: {redirected} B redirected, then TCP (--stream-bytes {limit}), lo +{} B; \
+        "backpressure: {:.1} MiB one way: {redirected} B redirected, then TCP (--stream-bytes {limit}), lo +{} B; \
          {:.1} MiB as 64 KiB turns: all redirected, lo +{} B{}",
         mib(t.payload),
         t.lo_delta,

@@ -15,12 +15,12 @@ use anyhow::{Context, Result};
 use crate::attach::{self, Cgroup};
 use crate::json::{Json, obj};
 use crate::maps::Map;
-use crate::pin::{AttachRecord, PinDir, SK_MSG_PIN, SOCK_OPS_PIN};
+use crate::pin::{AttachRecord, PinDir, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM_PINS};
 use crate::sys::{self, attach_type, map_type, prog_type};
 
 /// The fields of `struct counters` in bpf-src/rawload.bpf.c, in order (a
 /// unit test checks this against the object's BTF).
-pub const COUNTER_NAMES: [&str; 17] = [
+pub const COUNTER_NAMES: [&str; 21] = [
     "sockets_inserted",
     "insert_exists",
     "insert_full",
@@ -38,6 +38,10 @@ pub const COUNTER_NAMES: [&str; 17] = [
     "msgs_tcp_only",
     "bytes_tcp_only",
     "streams_to_tcp",
+    "left_unpaired",
+    "left_peer_gone",
+    "left_tcp",
+    "state_missing",
 ];
 /// The map holding them.
 pub const STATS_MAP: &str = "rawload_stats";
@@ -88,9 +92,13 @@ pub struct Status {
 }
 
 impl Status {
-    /// Both programs are loaded and attached where they should be.
+    /// sock_ops and sk_msg (and the sk_skb verdict where there is one) are
+    /// loaded and attached where they should be.
     pub fn attached(&self) -> bool {
-        self.programs.len() == 2 && self.programs.iter().all(|p| p.attached != Some(false))
+        let has = |t| self.programs.iter().any(|p| p.prog_type == t);
+        has(prog_type::SOCK_OPS)
+            && has(prog_type::SK_MSG)
+            && self.programs.iter().all(|p| p.attached != Some(false))
     }
 
     pub fn counter(&self, name: &str) -> Option<u64> {
@@ -202,7 +210,9 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
 
     let uptime = uptime_secs();
     let mut programs = Vec::new();
-    for pin in [SOCK_OPS_PIN, SK_MSG_PIN] {
+    let pins = std::iter::once((SOCK_OPS_PIN, attach_type::CGROUP_SOCK_OPS))
+        .chain(SOCKET_MAP_PROGRAM_PINS);
+    for (pin, attach_type) in pins {
         let Some(fd) = dir.get(pin)? else { continue };
         let (info, map_ids) =
             sys::prog_info(fd.as_fd()).with_context(|| format!("reading {pin}"))?;
@@ -211,7 +221,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
             // The kernel can list a sockmap's programs only since 5.19.
             _ => socket_map
                 .as_ref()
-                .and_then(|m| attach::sk_msg_programs(m.as_fd()))
+                .and_then(|m| attach::socket_map_programs(m.as_fd(), attach_type))
                 .map(|ids| ids.contains(&info.id)),
         };
         programs.push(ProgStatus {
@@ -307,14 +317,13 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(o, "cgroup    unknown (no attach record)");
         }
     }
-    match s.stream_bytes {
-        Some(0) => {
-            let _ = writeln!(o, "streams   stay redirected (--stream-bytes 0)");
-        }
-        Some(n) => {
-            let _ = writeln!(o, "streams   {}", crate::loader::stream_text(n));
-        }
-        None => {}
+    let policy = match s.stream_bytes {
+        Some(0) => Some(crate::loader::StreamPolicy::NeverAsked),
+        Some(n) => Some(crate::loader::StreamPolicy::After(n)),
+        None => None,
+    };
+    if let Some(line) = policy.and_then(|p| p.describe()) {
+        let _ = writeln!(o, "bound     {line}");
     }
     let _ = writeln!(o, "programs");
     for p in &s.programs {

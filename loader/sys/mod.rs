@@ -380,12 +380,14 @@ pub fn parse_cpu_list(list: &str) -> Option<usize> {
 pub mod prog_type {
     pub const SOCKET_FILTER: u32 = 1;
     pub const SOCK_OPS: u32 = 13;
+    pub const SK_SKB: u32 = 14;
     pub const SK_MSG: u32 = 16;
 
     pub fn name(t: u32) -> &'static str {
         match t {
             SOCKET_FILTER => "socket_filter",
             SOCK_OPS => "sock_ops",
+            SK_SKB => "sk_skb",
             SK_MSG => "sk_msg",
             _ => "other",
         }
@@ -395,10 +397,20 @@ pub mod prog_type {
 /// `enum bpf_attach_type` values and the attach flags.
 pub mod attach_type {
     pub const CGROUP_SOCK_OPS: u32 = 3;
+    pub const SK_SKB_STREAM_VERDICT: u32 = 5;
     pub const SK_MSG_VERDICT: u32 = 7;
     /// `BPF_F_ALLOW_MULTI`: share the cgroup hook with other programs
     /// instead of replacing them (flags 0 is exclusive).
     pub const BPF_F_ALLOW_MULTI: u32 = 2;
+
+    pub fn name(t: u32) -> &'static str {
+        match t {
+            CGROUP_SOCK_OPS => "BPF_CGROUP_SOCK_OPS",
+            SK_SKB_STREAM_VERDICT => "BPF_SK_SKB_STREAM_VERDICT",
+            SK_MSG_VERDICT => "BPF_SK_MSG_VERDICT",
+            _ => "another attach type",
+        }
+    }
 }
 
 /// Arguments of `BPF_PROG_LOAD`.
@@ -605,7 +617,7 @@ pub fn cstr_field(bytes: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Sockets (used by the traffic tool)
+// Sockets (the probes and the traffic tool)
 
 /// `FIONREAD`: bytes a read() would return now without blocking.
 pub fn fionread(fd: BorrowedFd<'_>) -> nix::Result<usize> {
@@ -641,6 +653,29 @@ pub fn tcp_bytes_received(fd: BorrowedFd<'_>) -> nix::Result<u64> {
         return Err(Errno::ENOPROTOOPT);
     }
     Ok(info.tcpi_bytes_received)
+}
+
+/// `SO_MEMINFO` (4.12): the socket's `sk_rmem_alloc`, the bytes charged to
+/// its receive side (what waits to be read, in buffer sizes).
+pub fn rmem_alloc(fd: BorrowedFd<'_>) -> nix::Result<u32> {
+    /// `SK_MEMINFO_VARS` in include/uapi/linux/sock_diag.h; index 0 is
+    /// `SK_MEMINFO_RMEM_ALLOC`.
+    const SK_MEMINFO_VARS: usize = 9;
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a live local
+    // of that size, and stores the length written in `len`; `fd` is borrowed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    Ok(info[0])
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct ConnReport {
     pub fionread_zero: u64,
     /// The receiver stopped early on purpose (`--quit-after`).
     pub quit_early: bool,
+    /// Payload bytes a non-blocking sender had written when a write first
+    /// returned EAGAIN: how much the path takes before the writer must wait.
+    pub eagain_after: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -74,6 +77,16 @@ impl Sizes {
     }
 }
 
+/// What one direction sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Bytes, the header included.
+    pub bytes: u64,
+    pub digest: u64,
+    /// See [`ConnReport::eagain_after`].
+    pub eagain_after: Option<u64>,
+}
+
 /// The sending side of one direction: an 8-byte header (the stream id),
 /// then the keystream, written in the configured sizes and way.
 pub struct Outgoing {
@@ -86,6 +99,7 @@ pub struct Outgoing {
     /// Payload bytes written so far.
     pub pos: u64,
     chunk: u64,
+    eagain_after: Option<u64>,
 }
 
 impl Outgoing {
@@ -112,6 +126,7 @@ impl Outgoing {
             },
             pos: 0,
             chunk: 0,
+            eagain_after: None,
         };
         let header = id.to_le_bytes();
         write_all(stream, &header, cfg).context("writing the stream header")?;
@@ -130,11 +145,14 @@ impl Outgoing {
                 SendMode::Sendfile => true,
                 SendMode::Mixed => self.chunk % 2 == 1,
             };
-            match (&self.file, use_file) {
+            let blocked_at = match (&self.file, use_file) {
                 (Some(f), true) => sendfile_all(stream, f, &self.buf[..n], cfg),
                 _ => write_all(stream, &self.buf[..n], cfg),
             }
             .with_context(|| format!("writing at offset {}", self.pos))?;
+            if let (None, Some(at)) = (self.eagain_after, blocked_at) {
+                self.eagain_after = Some(self.pos + at as u64);
+            }
             self.fnv.update(&self.buf[..n]);
             self.pos += n as u64;
             self.chunk += 1;
@@ -142,56 +160,66 @@ impl Outgoing {
         Ok(())
     }
 
-    /// Half-closes; returns (bytes sent with the header, digest).
-    pub fn finish(self, stream: &mut TcpStream) -> Result<(u64, u64)> {
+    /// Half-closes; returns what was sent.
+    pub fn finish(self, stream: &mut TcpStream) -> Result<Sent> {
         stream
             .shutdown(Shutdown::Write)
             .context("shutting down the write side")?;
-        Ok((self.pos + 8, self.fnv.0))
+        Ok(Sent {
+            bytes: self.pos + 8,
+            digest: self.fnv.0,
+            eagain_after: self.eagain_after,
+        })
     }
 }
 
 /// The sending side: header, then `cfg.bytes` of keystream, then shutdown.
-pub fn send(stream: &mut TcpStream, id: u64, cfg: &PeerConfig) -> Result<(u64, u64)> {
+pub fn send(stream: &mut TcpStream, id: u64, cfg: &PeerConfig) -> Result<Sent> {
     let mut out = Outgoing::start(stream, id, cfg)?;
     out.send_until(stream, cfg.bytes, cfg)?;
     out.finish(stream)
 }
 
-fn write_all(stream: &mut TcpStream, mut data: &[u8], cfg: &PeerConfig) -> Result<()> {
-    while !data.is_empty() {
-        match stream.write(data) {
-            Ok(n) => data = &data[n..],
+/// Writes all of `data`; returns how much was written when the socket first
+/// said EAGAIN (non-blocking writers only), if it did.
+fn write_all(stream: &mut TcpStream, data: &[u8], cfg: &PeerConfig) -> Result<Option<usize>> {
+    let (mut done, mut blocked_at) = (0, None);
+    while done < data.len() {
+        match stream.write(&data[done..]) {
+            Ok(n) => done += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock && cfg.nonblocking() => {
+                blocked_at.get_or_insert(done);
                 wait_ready(stream, PollFlags::POLLOUT, cfg.timeout)?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(blocked_at)
 }
 
+/// sendfile(2) of `data` through a memfd; returns what `write_all` does.
 fn sendfile_all(
     stream: &mut TcpStream,
     file: &OwnedFd,
     data: &[u8],
     cfg: &PeerConfig,
-) -> Result<()> {
+) -> Result<Option<usize>> {
     nix::sys::uio::pwrite(file, data, 0).context("filling the memfd")?;
-    let mut offset: libc::off_t = 0;
+    let (mut offset, mut blocked_at): (libc::off_t, _) = (0, None);
     while (offset as usize) < data.len() {
         let left = data.len() - offset as usize;
         match nix::sys::sendfile::sendfile(stream.as_fd(), file, Some(&mut offset), left) {
             Ok(_) => {}
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) if cfg.nonblocking() => {
+                blocked_at.get_or_insert(offset as usize);
                 wait_ready(stream, PollFlags::POLLOUT, cfg.timeout)?
             }
             Err(e) => bail!("sendfile: {}", e.desc()),
         }
     }
-    Ok(())
+    Ok(blocked_at)
 }
 
 /// Reads into `buf` with the configured reader; Ok(0) is end of stream.
@@ -444,7 +472,7 @@ pub fn turns(
     cfg: &PeerConfig,
     server: bool,
     report: &mut ConnReport,
-) -> Result<(u64, u64)> {
+) -> Result<Sent> {
     let turn = cfg.write_max.max(1) as u64;
     let mut incoming = Incoming::new(reader, cfg)?;
     let mut out = None;

@@ -105,6 +105,9 @@ pub struct PeerConfig {
     pub bind: Option<SocketAddr>,
     /// `Turns`: bytes the client uploads before the first turn.
     pub lead: u64,
+    /// SO_RCVBUF / SO_SNDBUF set by the application on each connection.
+    pub rcvbuf: Option<usize>,
+    pub sndbuf: Option<usize>,
 }
 
 impl PeerConfig {
@@ -151,6 +154,13 @@ fn exchange(stream: TcpStream, id: u64, cfg: &PeerConfig, server: bool) -> ConnR
         ..Default::default()
     };
     let setup = (|| -> std::io::Result<TcpStream> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if let Some(n) = cfg.rcvbuf {
+            setsockopt(&stream, sockopt::RcvBuf, &n)?;
+        }
+        if let Some(n) = cfg.sndbuf {
+            setsockopt(&stream, sockopt::SndBuf, &n)?;
+        }
         stream.set_nonblocking(cfg.nonblocking())?;
         stream.set_read_timeout(Some(cfg.timeout))?;
         stream.set_write_timeout(Some(cfg.timeout))?;
@@ -188,9 +198,10 @@ fn exchange(stream: TcpStream, id: u64, cfg: &PeerConfig, server: bool) -> ConnR
     };
     let mut errors = Vec::new();
     match sent {
-        Ok((bytes, digest)) => {
-            report.sent = bytes;
-            report.sent_digest = digest;
+        Ok(sent) => {
+            report.sent = sent.bytes;
+            report.sent_digest = sent.digest;
+            report.eagain_after = sent.eagain_after;
         }
         Err(e) => errors.push(format!("{e:#}")),
     }
@@ -251,6 +262,20 @@ fn summarize(role: &str, reports: &[ConnReport], started: Instant) -> Json {
         ("sent_ids", ids(|r| Some(r.sent_id))),
         ("recv_ids", ids(|r| r.recv_id)),
         ("spurious_eagain", sum(|r| r.spurious_eagain).into()),
+        // The most any connection took before its writer first saw EAGAIN,
+        // and how many connections saw it at all.
+        (
+            "eagain_after_max",
+            reports.iter().filter_map(|r| r.eagain_after).max().into(),
+        ),
+        (
+            "eagain_conns",
+            reports
+                .iter()
+                .filter(|r| r.eagain_after.is_some())
+                .count()
+                .into(),
+        ),
         ("fionread_zero", sum(|r| r.fionread_zero).into()),
         (
             "quit_early",

@@ -142,8 +142,10 @@ pub struct Pair<'a> {
     pub server_cgroup: &'a Path,
     pub client_cgroup: &'a Path,
     pub listen: &'a str,
-    /// The client connects here, on the port the server got.
+    /// The client connects here, on the port the server got unless
+    /// `connect_port` says otherwise (a DNAT rule in between).
     pub connect_host: &'a str,
+    pub connect_port: Option<u16>,
     /// Options for each side (`--bytes`, `--reader`, ...).
     pub server_args: Vec<String>,
     pub client_args: Vec<String>,
@@ -170,6 +172,7 @@ pub fn run_pair(
         client_cgroup: cgroup,
         listen,
         connect_host,
+        connect_port: None,
         server_args: args.clone(),
         client_args: args,
         limit,
@@ -201,9 +204,10 @@ impl Pair<'_> {
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("unexpected server output {first:?}"))?;
+        let port = self.connect_port.unwrap_or(bound.port());
         let to = match self.connect_host.contains(':') {
-            true => format!("[{}]:{}", self.connect_host, bound.port()),
-            false => format!("{}:{}", self.connect_host, bound.port()),
+            true => format!("[{}]:{port}", self.connect_host),
+            false => format!("{}:{port}", self.connect_host),
         };
         let mut client = Reaped(
             Command::new(self.exe)

@@ -84,6 +84,18 @@ impl TestEnv {
         rawload(&args)
     }
 
+    /// `rawload attach` into this environment with no other option: what a
+    /// user gets from plain `sudo rawload attach`.
+    pub fn attach_default(&self) -> Output {
+        rawload(&[
+            "attach",
+            "--cgroup",
+            &self.cgroup_arg(),
+            "--pin-dir",
+            &self.pin_arg(),
+        ])
+    }
+
     pub fn detach(&self) -> Output {
         rawload(&["detach", "--pin-dir", &self.pin_arg()])
     }
@@ -113,29 +125,75 @@ impl Drop for TestEnv {
             let _ = std::fs::remove_dir(&self.pin_dir);
         }
         // Only processes this test started can be in its private cgroup.
-        let procs = self.cgroup.join("cgroup.procs");
-        for _ in 0..50 {
-            let pids = std::fs::read_to_string(&procs).unwrap_or_default();
-            if pids.trim().is_empty() {
-                break;
-            }
-            for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for _ in 0..50 {
-            match std::fs::remove_dir(&self.cgroup) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        eprintln!("cleanup: could not remove {}", self.cgroup.display());
+        remove_cgroup(&self.cgroup);
     }
+}
+
+/// Removes a cgroup that only this test's processes ever joined, ending
+/// them first (only processes this test started can be in it).
+fn remove_cgroup(cgroup: &Path) {
+    let procs = cgroup.join("cgroup.procs");
+    for _ in 0..100 {
+        let pids = std::fs::read_to_string(&procs).unwrap_or_default();
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match std::fs::remove_dir(cgroup) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    eprintln!("cleanup: could not remove {}", cgroup.display());
+}
+
+/// A cgroup next to a test's own, with nothing attached: where plain TCP is
+/// measured side by side, or where a peer outside the attachment runs.
+pub struct SiblingCgroup(pub PathBuf);
+
+impl TestEnv {
+    pub fn sibling(&self, tag: &str) -> SiblingCgroup {
+        let name = format!(
+            "{}-{tag}",
+            self.cgroup.file_name().unwrap().to_string_lossy()
+        );
+        let path = self.cgroup.with_file_name(name);
+        std::fs::create_dir(&path).expect("creating a sibling cgroup");
+        SiblingCgroup(path)
+    }
+}
+
+impl Drop for SiblingCgroup {
+    fn drop(&mut self) {
+        remove_cgroup(&self.0);
+    }
+}
+
+/// The line of `rawload doctor` output for `check` (without the verdict
+/// column's padding differences).
+pub fn doctor_line(doctor: &str, check: &str) -> String {
+    doctor
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .starts_with(check)
+        })
+        .unwrap_or_else(|| panic!("no {check} line in doctor:\n{doctor}"))
+        .to_string()
+}
+
+/// Programs an attachment of the embedded object loads on this kernel:
+/// sock_ops and sk_msg, and the sk_skb verdict where `doctor` finds the
+/// FIONREAD regression.
+pub fn expected_programs() -> usize {
+    let fionread = doctor_line(&stdout(&rawload(&["doctor"])), "fionread");
+    2 + usize::from(fionread.contains("ignores TCP bytes"))
 }
 
 pub fn rawload(args: &[&str]) -> Output {
@@ -353,5 +411,52 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Runs `ip ARGS`, failing the test with ip's own message.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+}
+
+/// A veth pair made by the test: `host` in this (the host's) namespace
+/// with `host_addr`, the other end in `ns` with `ns_addr` (both /30s the
+/// test chose). Removed on drop; deleting one end deletes both.
+pub struct Veth {
+    pub host: String,
+}
+
+impl Veth {
+    pub fn new(ns: &Netns, host_addr: &str, ns_addr: &str) -> Veth {
+        let tag = std::process::id() % 100_000;
+        let (host, peer) = (format!("rlt-h{tag}"), format!("rlt-n{tag}"));
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
+        let veth = Veth { host };
+        ip(&["link", "set", &peer, "netns", &ns.0]);
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &veth.host]);
+        ip(&["link", "set", &veth.host, "up"]);
+        ip(&[
+            "-n",
+            &ns.0,
+            "addr",
+            "add",
+            &format!("{ns_addr}/30"),
+            "dev",
+            &peer,
+        ]);
+        ip(&["-n", &ns.0, "link", "set", &peer, "up"]);
+        veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .output();
     }
 }

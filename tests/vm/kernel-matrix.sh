@@ -155,7 +155,7 @@ for l in "${labels[@]}"; do
     verdict=$(grep -a -o 'MATRIX VERDICT: [A-Z]*' "$log" | tail -1 | awk '{print $3}')
     [ -n "$verdict" ] || verdict="NO-VERDICT"
     kernel=$(grep -a -o 'MATRIX BOOTED kernel=[^ ]*' "$log" | head -1 | cut -d= -f2)
-    probes=$(grep -a '^MATRIX DOCTOR ' "$log" | grep -aE ' (netns cookie|memlock|sockhash|fionread) ' |
+    probes=$(grep -a '^MATRIX DOCTOR ' "$log" | grep -aE ' (netns cookie|memlock|sockhash|fionread|unread count|kernel btf) ' |
              sed -E 's/^MATRIX DOCTOR (ok|note|MISSING) +([a-z ]+[a-z]) {2,}(.*)$/\2: \1/' | paste -sd';' -)
     summary+=("$(printf '%-6s %-28s %-10s %6.1fs  %s' "$l" "${kernel:-?}" "$verdict" "$secs" "$probes")")
     if [ "$verdict" != PASS ]; then
@@ -171,13 +171,15 @@ printf '%-6s %-28s %-10s %7s  %s\n' label kernel verdict time probes
 for s in "${summary[@]}"; do echo "$s"; done
 echo
 echo "kernel behaviours (tests/vm/behaviours.sh; docs/KERNEL-ISSUES.md)"
-printf '%-6s %-16s %-22s %-16s %-42s %s\n' label spurious_eagain "fionread_zero tcp/redir" splice_received \
-    "slow reader: parked / tcp_mem limit, sender" "with --stream-bytes 1M: parked, sender"
+printf '%-6s %-30s %-12s %-16s %-15s %-22s %-16s %s\n' label "fill: EAGAIN after tcp / rawload" "fionread=0 outside/redir" \
+    "reader pauses: parked, sender" "" "no bound: parked / tcp_mem limit" "" "spurious_eagain splice"
 for l in "${labels[@]}"; do
     # (The serial console ends lines with \r\n.)
     b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4 | tr -d '\r'; }
-    printf '%-6s %-16s %-22s %-16s %-42s %s\n' "$l" "$(b spurious_eagain)" "$(b fionread_zero) / $(b fionread_zero_redirected)" "$(b splice_received)" \
+    printf '%-6s %-30s %-12s %-32s %-39s %s\n' "$l" "$(b fill_tcp) / $(b fill_rawload)" \
+        "$(b fionread_zero) / $(b fionread_zero_redirected)" \
+        "$(b stream_policy_parked_mib) MiB, $(b stream_policy_sender)" \
         "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)" \
-        "$(b stream_policy_parked_mib) MiB, $(b stream_policy_sender)"
+        "$(b spurious_eagain) $(b splice_received)"
 done
 exit $failed
