@@ -106,9 +106,8 @@ impl Attachment {
         Ok(at)
     }
 
-    /// The attachment's counters (`rawload status --json`), by name. New
-    /// counters are welcome; none is required here.
-    pub fn counters(&self) -> Result<Vec<(String, u64)>> {
+    /// `rawload status --json` of the attachment; an error once it is gone.
+    pub fn status(&self) -> Result<Json> {
         let pins = self.pins.display().to_string();
         let out = rawload(&self.bin, &["status", "--json", "--pin-dir", &pins])?;
         let doc = Json::parse(&text(&out.stdout))
@@ -116,6 +115,13 @@ impl Attachment {
         if doc["attached"].as_bool() != Some(true) {
             bail!("rawload status says the attachment in {pins} is gone: {doc}");
         }
+        Ok(doc)
+    }
+
+    /// The attachment's counters, by name. New counters are welcome; none
+    /// is required here.
+    pub fn counters(&self) -> Result<Vec<(String, u64)>> {
+        let doc = self.status()?;
         Ok(match &doc["counters"] {
             Json::Obj(fields) => fields
                 .iter()

@@ -196,6 +196,9 @@ fn orchestrate(a: &RunArgs) -> Result<ExitCode> {
         .flat_map(|s| ["--stream-bytes".to_string(), s.clone()])
         .collect();
     let env = Env::new(&bin, &extra)?;
+    // The stream policy changes what backpressure looks like (status says
+    // whether it is on; `null` if this rawload does not say).
+    let stream_bytes = env.attachment.status()?["stream_bytes"].clone();
     let s = Settings {
         scale: a.time_scale,
         bound: a.bound,
@@ -209,10 +212,10 @@ fn orchestrate(a: &RunArgs) -> Result<ExitCode> {
         emit(a.json, &r.line());
         reports.push(r);
     }
-    let summary = summary(&reports);
+    let summary = format!("{} rawload_stream_bytes={stream_bytes}", summary(&reports));
     emit(a.json, &summary);
     if a.json {
-        let doc = report_json(a, &bin, &env, &reports, ktls_note);
+        let doc = report_json(a, &bin, &env, &reports, ktls_note, stream_bytes);
         println!("{}", doc.pretty());
     }
     let failed = reports.iter().any(|r| r.verdict == Verdict::Error);
@@ -259,12 +262,14 @@ fn report_json(
     env: &Env,
     reports: &[Report],
     ktls_note: Option<String>,
+    stream_bytes: Json,
 ) -> Json {
     obj([
         ("kernel", kernel().into()),
         ("rawload", bin.display().to_string().into()),
         ("attach_args", env.attachment.args.clone().into()),
         ("attach_said", env.attachment.said.clone().into()),
+        ("stream_bytes", stream_bytes),
         ("bound", a.bound.into()),
         ("time_scale", a.time_scale.into()),
         ("ktls_note", ktls_note.into()),

@@ -23,6 +23,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use rawload::sys::sock::{poll_one, tcp_info};
+
+use crate::cases::Unsupported;
 use rawload::traffic::{Fnv, Keystream};
 
 /// Payload bytes the case's sockets received through TCP (summed on close).
@@ -208,8 +210,11 @@ fn tcp_socket(opts: PairOpts) -> Result<OwnedFd> {
         true => AddressFamily::Inet6,
         false => AddressFamily::Inet,
     };
-    let fd =
-        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("socket")?;
+    let fd = match socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None) {
+        Ok(fd) => fd,
+        Err(Errno::EAFNOSUPPORT) => bail!(Unsupported(format!("no {family:?} sockets"))),
+        Err(e) => bail!("socket: {}", e.desc()),
+    };
     if let Some(size) = opts.bufs {
         setsockopt(&fd, sockopt::SndBuf, &size).context("SO_SNDBUF")?;
         setsockopt(&fd, sockopt::RcvBuf, &size).context("SO_RCVBUF")?;
@@ -224,7 +229,13 @@ impl Pair {
             false => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         };
         let lfd = tcp_socket(opts)?;
-        socket::bind(lfd.as_raw_fd(), &SockaddrStorage::from(addr)).context("bind")?;
+        match socket::bind(lfd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+            Ok(()) => {}
+            Err(e @ (Errno::EADDRNOTAVAIL | Errno::EAFNOSUPPORT)) => {
+                bail!(Unsupported(format!("no loopback address {addr}: {e:?}")))
+            }
+            Err(e) => bail!("bind {addr}: {}", e.desc()),
+        }
         socket::listen(&lfd, Backlog::new(8)?).context("listen")?;
         let listener = TcpListener::from(lfd);
         let bound = listener.local_addr()?;
