@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::PollFlags;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{
     self, AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrStorage,
     setsockopt, sockopt,
@@ -222,8 +223,20 @@ fn tcp_socket(opts: PairOpts) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A client whose connection is established but not yet accepted.
+#[derive(Debug)]
+pub struct Pending {
+    pub client: Sock,
+    listener: TcpListener,
+}
+
 impl Pair {
     pub fn new(opts: PairOpts, timeout: Duration) -> Result<Pair> {
+        Pair::connect(opts, timeout)?.accept(timeout)
+    }
+
+    /// Listens on loopback port 0 and connects to it (bounded).
+    pub fn connect(opts: PairOpts, timeout: Duration) -> Result<Pending> {
         let addr = match opts.ipv6 {
             true => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
             false => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -239,8 +252,7 @@ impl Pair {
         socket::listen(&lfd, Backlog::new(8)?).context("listen")?;
         let listener = TcpListener::from(lfd);
         let bound = listener.local_addr()?;
-        let cfd = tcp_socket(opts)?;
-        let client = Sock(cfd);
+        let client = Sock(tcp_socket(opts)?);
         client.set_nonblocking(true)?;
         match socket::connect(client.0.as_raw_fd(), &SockaddrStorage::from(bound)) {
             Ok(()) | Err(Errno::EINPROGRESS) => {}
@@ -249,19 +261,26 @@ impl Pair {
         if !poll_once(&client, PollFlags::POLLOUT, timeout)?.contains(PollFlags::POLLOUT) {
             bail!("connect {bound}: not established within {timeout:?}");
         }
-        if let Ok(err) = socket::getsockopt(&client.0, sockopt::SocketError)
-            && err != 0
-        {
-            bail!("connect {bound}: {}", Errno::from_raw(err).desc());
+        match socket::getsockopt(&client.0, sockopt::SocketError) {
+            Ok(0) => {}
+            Ok(err) => bail!("connect {bound}: {}", Errno::from_raw(err).desc()),
+            Err(e) => bail!("SO_ERROR: {}", e.desc()),
         }
         client.set_nonblocking(false)?;
-        if !poll_once(&listener, PollFlags::POLLIN, timeout)?.contains(PollFlags::POLLIN) {
-            bail!("accept on {bound}: nothing within {timeout:?}");
+        Ok(Pending { client, listener })
+    }
+}
+
+impl Pending {
+    /// accept() (bounded): the pair.
+    pub fn accept(self, timeout: Duration) -> Result<Pair> {
+        if !poll_once(&self.listener, PollFlags::POLLIN, timeout)?.contains(PollFlags::POLLIN) {
+            bail!("accept: nothing within {timeout:?}");
         }
-        let (stream, _) = listener.accept().context("accept")?;
+        let (stream, _) = self.listener.accept().context("accept")?;
         stream.set_nonblocking(false)?;
         Ok(Pair {
-            client,
+            client: self.client,
             server: Sock(OwnedFd::from(stream)),
         })
     }
@@ -452,4 +471,25 @@ pub fn compare(got: &[u8], want: &[u8], end: &str) -> String {
         (false, _, true) => format!("short({}/{})", got.len(), want.len()),
         (false, _, false) => format!("short({}/{}:{end})", got.len(), want.len()),
     }
+}
+
+/// The events of `n` epoll results as a token: `EPOLLIN|EPOLLOUT`, or `none`.
+fn epoll_text(events: &[EpollEvent], n: usize) -> String {
+    let mut flags = EpollFlags::empty();
+    for e in &events[..n] {
+        flags |= e.events();
+    }
+    let names: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
+    match names.is_empty() {
+        true => "none".into(),
+        false => names.join("|"),
+    }
+}
+
+/// One epoll_wait of at most `timeout`, as text.
+pub fn epoll_wait_text(ep: &Epoll, timeout: Duration) -> Result<String> {
+    let mut events = [EpollEvent::empty(); 4];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let n = ep.wait(&mut events, EpollTimeout::from(ms))?;
+    Ok(epoll_text(&events, n))
 }

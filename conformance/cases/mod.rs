@@ -134,6 +134,8 @@ pub const CASES: &[Case] = &[
     zerocopy::SENDFILE_PEER_CLOSES,
     ktls::KTLS,
     closing::HALFCLOSE_READER,
+    receiving::SEND_BEFORE_ACCEPT,
+    receiving::WRITEV_READV,
     receiving::RCVTIMEO,
     receiving::EPOLL_ET,
     sending::EPOLLOUT,

@@ -11,11 +11,10 @@ use nix::sys::socket::{MsgFlags, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use rawload::sys::sock::{fionread, set_rcvlowat, siocatmark};
 
-use super::sending::epoll_wait_text;
 use super::{Case, Ctx, ms, timing};
 use crate::net::{
-    Pair, PairOpts, Sock, compare, flags_text, pattern, poll_once, poll_until, read_exact, res,
-    send_all,
+    Pair, PairOpts, Sock, compare, epoll_wait_text, flags_text, pattern, poll_once, poll_until,
+    read_exact, res, send_all,
 };
 use crate::obs::Obs;
 
@@ -63,6 +62,85 @@ fn echo(ctx: &Ctx, ipv6: bool) -> Result<Obs> {
     o.fact("client_to_server", there)
         .fact("server_to_client", back);
     Ok(o)
+}
+
+pub const SEND_BEFORE_ACCEPT: Case = Case {
+    name: "send_before_accept",
+    does: "(extra) the client writes 64 KiB in 1 KiB writes right after connect(), before the \
+           server accept()s; then the server reads",
+    same_when: "the bytes arrive intact and in order (the window in which only the client's end \
+                of a connection is established must not reorder them)",
+    run: send_before_accept,
+    cross: None,
+};
+
+fn send_before_accept(ctx: &Ctx) -> Result<Obs> {
+    let pending = Pair::connect(PairOpts::default(), ctx.grace())?;
+    let data = pattern(21, 64 * 1024);
+    let sent = data
+        .chunks(1024)
+        .try_fold(0, |n, c| send_all(&pending.client, c).map(|k| n + k));
+    let p = pending.accept(ctx.grace())?;
+    let (got, end) = read_exact(&p.server, data.len(), ctx.grace() * 4)?;
+    let mut o = Obs::default();
+    o.fact("sent", res(sent))
+        .fact("received", compare(&got, &data, &end));
+    Ok(o)
+}
+
+pub const WRITEV_READV: Case = Case {
+    name: "writev_readv",
+    does: "(extra) writev() of 64 iovecs of 1..4096 B (4 times), readv() into 3 buffers",
+    same_when: "every writev and readv moves all bytes, intact and in order",
+    run: writev_readv,
+    cross: None,
+};
+
+fn writev_readv(ctx: &Ctx) -> Result<Obs> {
+    let p = ctx.pair()?;
+    // 64 pieces per writev with sizes 1, 65, 129, ... (at most 4033 B).
+    let sizes: Vec<usize> = (0..64).map(|i| 1 + (i * 64) % 4096).collect();
+    let per_call: usize = sizes.iter().sum();
+    let data = pattern(22, per_call * 4);
+    let mut written = Vec::new();
+    for call in data.chunks(per_call) {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for &n in &sizes {
+            pieces.push(std::io::IoSlice::new(&call[at..at + n]));
+            at += n;
+        }
+        written.push(res(nix::sys::uio::writev(&p.client, &pieces)));
+    }
+    let got = readv_all(&p.server, data.len(), ctx.grace() * 4)?;
+    let mut o = Obs::default();
+    o.fact("writev", written.join("/"))
+        .fact("readv", compare(&got, &data, ""));
+    Ok(o)
+}
+
+/// readv() into three buffers of different sizes until `n` bytes, end of
+/// file or `limit`.
+fn readv_all(sock: &Sock, n: usize, limit: Duration) -> Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + limit;
+    while got.len() < n && Instant::now() < deadline {
+        if poll_once(sock, PollFlags::POLLIN, limit)?.is_empty() {
+            continue;
+        }
+        let (mut a, mut b, mut c) = ([0u8; 1000], [0u8; 3000], [0u8; 70000]);
+        let mut bufs = [
+            std::io::IoSliceMut::new(&mut a),
+            std::io::IoSliceMut::new(&mut b),
+            std::io::IoSliceMut::new(&mut c),
+        ];
+        let k = nix::sys::uio::readv(sock, &mut bufs)?;
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&[&a[..], &b[..], &c[..]].concat()[..k]);
+    }
+    Ok(got)
 }
 
 pub const WAITALL: Case = Case {

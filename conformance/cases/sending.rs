@@ -4,12 +4,14 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{MsgFlags, getsockopt, sockopt};
 use rawload::sys::sock::{siocoutq, siocoutqnsd};
 
 use super::{Case, Ctx, ms, timing};
-use crate::net::{Fill, FillEnd, Pair, PairOpts, drain, fill, res};
+use crate::net::{
+    Fill, FillEnd, Pair, PairOpts, drain, epoll_wait_text, fill, pattern, res, send_all,
+};
 use crate::obs::Obs;
 
 /// A fill of a non-reading peer: non-blocking, at most `ctx.bound` bytes.
@@ -144,7 +146,7 @@ pub const SIOCOUTQ_DELIVERED: Case = Case {
 
 fn siocoutq_delivered(ctx: &Ctx) -> Result<Obs> {
     let p = ctx.pair()?;
-    let sent = crate::net::send_all(&p.client, &crate::net::pattern(2, 64 * 1024));
+    let sent = send_all(&p.client, &pattern(2, 64 * 1024));
     let deadline = Instant::now() + ctx.grace();
     let mut outq = siocoutq(p.client.as_fd())?;
     while outq != 0 && Instant::now() < deadline {
@@ -197,26 +199,6 @@ pub const EPOLLOUT: Case = Case {
     run: epollout,
     cross: None,
 };
-
-fn epoll_text(events: &[EpollEvent], n: usize) -> String {
-    let mut flags = EpollFlags::empty();
-    for e in &events[..n] {
-        flags |= e.events();
-    }
-    let names: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
-    match names.is_empty() {
-        true => "none".into(),
-        false => names.join("|"),
-    }
-}
-
-/// One epoll_wait of at most `timeout`, as text.
-pub fn epoll_wait_text(ep: &Epoll, timeout: Duration) -> Result<String> {
-    let mut events = [EpollEvent::empty(); 4];
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    let n = ep.wait(&mut events, EpollTimeout::from(ms))?;
-    Ok(epoll_text(&events, n))
-}
 
 fn epollout(ctx: &Ctx) -> Result<Obs> {
     let p = ctx.pair()?;
