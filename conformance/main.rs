@@ -132,10 +132,10 @@ fn main() -> ExitCode {
 
 fn list() {
     for c in CASES {
-        println!(
+        stdout(&format!(
             "{}\n    does: {}\n    same when: {}\n",
             c.name, c.does, c.same_when
-        );
+        ));
     }
 }
 
@@ -216,7 +216,7 @@ fn orchestrate(a: &RunArgs) -> Result<ExitCode> {
     emit(a.json, &summary);
     if a.json {
         let doc = report_json(a, &bin, &env, &reports, ktls_note, stream_bytes);
-        println!("{}", doc.pretty());
+        stdout(&doc.pretty());
     }
     let failed = reports.iter().any(|r| r.verdict == Verdict::Error);
     Ok(if failed {
@@ -228,12 +228,17 @@ fn orchestrate(a: &RunArgs) -> Result<ExitCode> {
 
 /// A result line: stdout, or stderr when stdout carries the JSON.
 fn emit(json: bool, line: &str) {
-    if json {
-        eprintln!("{line}");
-    } else {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    match json {
+        true => eprintln!("{line}"),
+        false => stdout(line),
     }
+}
+
+/// One line (or block) to stdout, flushed; a closed pipe (`| head`) is not
+/// worth a panic.
+fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
 }
 
 fn summary(reports: &[Report]) -> String {

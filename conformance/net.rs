@@ -24,9 +24,9 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use rawload::sys::sock::{poll_one, tcp_info};
+use rawload::traffic::{Fnv, Keystream};
 
 use crate::cases::Unsupported;
-use rawload::traffic::{Fnv, Keystream};
 
 /// Payload bytes the case's sockets received through TCP (summed on close).
 static TCP_PAYLOAD: AtomicU64 = AtomicU64::new(0);
@@ -68,8 +68,8 @@ impl Sock {
         socket::send(self.0.as_raw_fd(), buf, flags | MsgFlags::MSG_NOSIGNAL)
     }
 
-    /// `send(2)` again on EINTR.
-    pub fn send_all_or_err(&self, buf: &[u8]) -> nix::Result<usize> {
+    /// `send(2)`, again after EINTR.
+    pub fn send_retrying(&self, buf: &[u8]) -> nix::Result<usize> {
         loop {
             match self.send(buf, MsgFlags::empty()) {
                 Err(Errno::EINTR) => continue,
@@ -426,7 +426,7 @@ impl Drained {
 pub fn send_all(sock: &Sock, data: &[u8]) -> nix::Result<usize> {
     let mut done = 0;
     while done < data.len() {
-        done += sock.send_all_or_err(&data[done..])?;
+        done += sock.send_retrying(&data[done..])?;
     }
     Ok(done)
 }

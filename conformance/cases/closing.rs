@@ -59,7 +59,7 @@ pub const SHUTDOWN_RD: Case = Case {
     does: "(10) client shutdown(SHUT_RD): recv on the empty queue, poll, server sends 50 B, recv \
            again, client sends 10 B",
     same_when: "every result matches. Linux TCP: recv returns 0 at once, poll says \
-                POLLIN|POLLRDHUP, the peer's later bytes are still queued and readable (no RST), \
+                POLLIN|POLLOUT|POLLRDHUP, the peer's later bytes are still queued and readable (no RST), \
                 and the client can still send",
     run: shutdown_rd,
     cross: None,
