@@ -3,6 +3,8 @@
 #   make            build the static ./rawload (needs only cargo: the eBPF objects
 #                   are committed in prebuilt/ and embedded into the binary)
 #   make test       lint, prove prebuilt/ matches bpf-src/, unit + kernel tests
+#   make conformance  build ./rawload-conformance, the socket-API conformance
+#                   test (sudo ./rawload-conformance; docs/KERNEL-ISSUES.md)
 #   make bpf        rebuild prebuilt/ and the test fixtures with clang-14
 #
 # Everything that needs root or a kernel runs as root on the real kernel.
@@ -11,6 +13,8 @@ SHELL       := /bin/bash
 TARGET      := $(shell uname -m)-unknown-linux-gnu
 CARGO       ?= cargo
 STATIC_BIN  := target/$(TARGET)/release/rawload
+CONFORMANCE_BIN := target/$(TARGET)/conformance/rawload-conformance
+STATIC_FLAGS := -C target-feature=+crt-static -C relocation-model=static
 CLANG       ?= clang-14
 LLVM_STRIP  ?= llvm-strip-14
 # -mcpu=v2: the instruction set every kernel since 4.14 runs (v3 adds JMP32,
@@ -31,7 +35,7 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
 APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
                      qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
 
-.PHONY: all rawload test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \
+.PHONY: all rawload conformance test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \
         bench bench-apps bench-loaders
 
 all: rawload
@@ -43,10 +47,20 @@ all: rawload
 # ASLR of its image. (Binding sockets by address, never by name, also keeps
 # glibc's getaddrinfo and its NSS machinery, ~130 KB, out of it.)
 rawload:
-	RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' $(CARGO) build --release --locked --target $(TARGET)
+	RUSTFLAGS='$(STATIC_FLAGS)' $(CARGO) build --release --locked --target $(TARGET) --bin rawload
 	cp $(STATIC_BIN) ./rawload
 	@size=$$(stat -c %s ./rawload); [ $$size -le 2097152 ] || { echo "./rawload is $$size bytes, over its 2 MiB budget"; exit 1; }
 	@echo "built ./rawload ($$(stat -c %s ./rawload) bytes); next: sudo ./rawload attach"
+
+# The socket-API conformance test (conformance/main.rs): a second binary of
+# the package, static with the same flags, so it runs in the kernel matrix's
+# initramfs too. Its profile is release with unwinding: the guards that
+# detach rawload and remove its private cgroups must also run on a panic.
+# Not part of `all`: people who run rawload do not need it.
+conformance:
+	RUSTFLAGS='$(STATIC_FLAGS)' $(CARGO) build --profile conformance --locked --target $(TARGET) --bin rawload-conformance
+	cp $(CONFORMANCE_BIN) ./rawload-conformance
+	@echo "built ./rawload-conformance; run: sudo ./rawload-conformance [--json] (it tests ./rawload)"
 
 # --- eBPF objects ---------------------------------------------------------
 
@@ -162,11 +176,12 @@ bench-loaders: rawload test-deps
 	bench/loader-cost.sh $(RUNS)
 
 # Debian's 5.10, 6.1 and 6.12 kernels under qemu, and this host's kernel,
-# each running rawload doctor + selftest + the behaviour probes (tests/vm/).
+# each running rawload doctor + selftest + the behaviour probes + the
+# conformance test (tests/vm/).
 # Kernels are cached in .cache/kernels.
-kernel-matrix: test-deps rawload
+kernel-matrix: test-deps rawload conformance
 	tests/vm/kernel-matrix.sh
 
 clean:
 	$(CARGO) clean
-	rm -f ./rawload
+	rm -f ./rawload ./rawload-conformance

@@ -2,10 +2,11 @@
 //!
 //! Everything rawload asks of the kernel goes through [`bpf`], one small
 //! function per `bpf(2)` command on top of it (the shape of libbpf's `bpf.c`),
-//! and an ioctl or two the traffic tool needs. Each wrapper builds a zeroed
-//! attribute block from [`attr`], fills the fields its command reads, and
-//! turns the result into an owned file descriptor or an error that names the
-//! command (`BPF_MAP_CREATE: Operation not permitted`).
+//! and the socket ioctls and options that the traffic and conformance tools
+//! need ([`sock`]). Each wrapper builds a zeroed attribute block from
+//! [`attr`], fills the fields its command reads, and turns the result into
+//! an owned file descriptor or an error that names the command
+//! (`BPF_MAP_CREATE: Operation not permitted`).
 //!
 //! Soundness rests on two rules kept here: buffers handed to the kernel are
 //! Rust slices whose lengths are what the kernel will read or write, and map
@@ -13,6 +14,7 @@
 //! sizes from the kernel itself, so no caller can pass a short buffer.
 
 pub mod attr;
+pub mod sock;
 
 use std::ffi::CStr;
 use std::fmt;
@@ -619,37 +621,16 @@ pub fn cstr_field(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Sockets (the probes and the traffic tool)
 
-/// `FIONREAD`: bytes a read() would return now without blocking.
-pub fn fionread(fd: BorrowedFd<'_>) -> nix::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points to
-    // a live local of that type; `fd` is borrowed for the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
-    Errno::result(r).map(|_| n.max(0) as usize)
-}
+pub use sock::fionread;
 
 /// `tcp_info.tcpi_bytes_received` (`TCP_INFO`, 4.1+): payload bytes this
 /// socket received through TCP. Bytes redirected into it by sk_msg are not
 /// counted, which tells the two paths apart.
 pub fn tcp_bytes_received(fd: BorrowedFd<'_>) -> nix::Result<u64> {
-    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`, a live local
-    // of that size, and stores the length written in `len`; `fd` is borrowed.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    Errno::result(r)?;
+    let (info, len) = sock::tcp_info(fd)?;
     // Kernels older than the field return a shorter struct.
     let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
-    if (len as usize) < end {
+    if len < end {
         return Err(Errno::ENOPROTOOPT);
     }
     Ok(info.tcpi_bytes_received)

@@ -20,7 +20,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${RAWLOAD_KERNEL_CACHE:-$ROOT/.cache/kernels}
 BIN=${RAWLOAD_BIN:-$ROOT/rawload}
-BOOT_TIMEOUT=${RAWLOAD_BOOT_TIMEOUT:-150}
+# The socket-API conformance test (make conformance); optional: without it
+# the conformance table says so.
+CONFORMANCE_BIN=${RAWLOAD_CONFORMANCE_BIN:-$ROOT/rawload-conformance}
+# A guest powers off when its checks are done; this bounds one that does not
+# (the conformance test, which runs last, takes most of it under TCG).
+BOOT_TIMEOUT=${RAWLOAD_BOOT_TIMEOUT:-300}
 mkdir -p "$CACHE"/{debs,logs}
 
 # label | apt sources (uri suite, ...) | package name pattern
@@ -35,12 +40,12 @@ kernel_spec() {
     esac
 }
 
-# Prints the path of an uncompressed vmlinux for LABEL, fetching if needed.
-fetch_kernel() {
-    local label=$1 spec sources pattern state opts pkg deb
+# Sets APT_OPTS: apt options for LABEL's private apt state (its own
+# sources file, lists and cache under $CACHE/apt-LABEL).
+apt_setup() {
+    local label=$1 spec sources state
     spec=$(kernel_spec "$label")
     sources=${spec%%|*}
-    pattern=${spec#*|}
     state=$CACHE/apt-$label
     mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
     : > "$state/$label.sources"
@@ -49,8 +54,18 @@ fetch_kernel() {
         printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' \
             "${e% *}" "${e#* }" >> "$state/$label.sources"
     done
-    opts=(-o "Dir::Etc::sourcelist=$state/$label.sources" -o Dir::Etc::sourceparts=/dev/null
-          -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache")
+    APT_OPTS=(-o "Dir::Etc::sourcelist=$state/$label.sources" -o Dir::Etc::sourceparts=/dev/null
+              -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache")
+}
+
+# Prints the path of an uncompressed vmlinux for LABEL, fetching if needed.
+fetch_kernel() {
+    local label=$1 spec pattern state opts pkg deb
+    spec=$(kernel_spec "$label")
+    pattern=${spec#*|}
+    state=$CACHE/apt-$label
+    apt_setup "$label"
+    opts=("${APT_OPTS[@]}")
     # Refresh the index at most once a day; work offline from the cache.
     if [ -z "$(find "$state/lists" -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
         apt-get "${opts[@]}" update -qq >/dev/null 2>&1 || echo "  (apt index for $label not refreshed; using the cache)" >&2
@@ -87,14 +102,76 @@ fetch_kernel() {
     echo "$CACHE/vmlinux-$pkg"
 }
 
+# kTLS in the guests (the conformance test's ktls case): Debian builds the
+# tls ULP and the AES-GCM pieces as modules, and the initramfs has no
+# modprobe. Copies them for LABEL's kernel, with their dependencies (each
+# .ko's own depends= field), uncompressed, into $CACHE/ktls/KVER/, and a
+# file `load` listing them in load order (tests/vm/init insmods them). The
+# modules come from the image package, or from linux-modules-V where Debian
+# splits it out (unstable). A kernel without a tls module gets nothing.
+fetch_ktls_modules() {
+    local label=$1 pkg split deb x kver out
+    pkg=$(cat "$CACHE/pkg-$label")
+    [ -e "$CACHE/ktls/.done-$pkg" ] && return 0
+    apt_setup "$label"
+    split=linux-modules-${pkg#linux-image-}
+    apt-cache "${APT_OPTS[@]}" show "$split" >/dev/null 2>&1 || split=$pkg
+    deb=$(ls "$CACHE"/debs/"${split}"_*.deb 2>/dev/null | head -1 || true)
+    if [ -z "$deb" ]; then
+        (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" download "$split" >/dev/null 2>&1) \
+            || { echo "  (downloading $split failed: no kTLS in the $label guest)" >&2; return 0; }
+        deb=$(ls "$CACHE"/debs/"${split}"_*.deb | head -1)
+    fi
+    x=$(mktemp -d)
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards \
+        './lib/modules/*/kernel/net/tls/*' './usr/lib/modules/*/kernel/net/tls/*' \
+        './lib/modules/*/kernel/crypto/*' './usr/lib/modules/*/kernel/crypto/*' \
+        './lib/modules/*/kernel/lib/*' './usr/lib/modules/*/kernel/lib/*' 2>/dev/null || true
+    kver=$(cd "$x" && find . -type d -regex '.*/lib/modules/[^/]*' | head -1)
+    kver=${kver##*/}
+    out=$CACHE/ktls/$kver
+    if [ -n "$kver" ] && [ ! -s "$out/load" ] && find "$x" -name 'tls.ko*' | grep -q .; then
+        rm -rf "$out" && mkdir -p "$out"
+        local m
+        for m in tls gcm ghash-generic ctr; do ktls_add "$x" "$out" "$m"; done
+    fi
+    rm -rf "$x"
+    mkdir -p "$CACHE/ktls" && touch "$CACHE/ktls/.done-$pkg"
+}
+
+# ktls_add TREE OUT NAME: NAME's dependencies, then NAME, into OUT (once).
+ktls_add() {
+    local tree=$1 out=$2 name=$3 file dep
+    grep -qx "$name" "$out/load" 2>/dev/null && return 0
+    file=$(find "$tree" \( -name "$name.ko" -o -name "$name.ko.xz" -o -name "${name//_/-}.ko" \
+           -o -name "${name//_/-}.ko.xz" \) | head -1)
+    [ -n "$file" ] || return 0   # built in (or absent): nothing to load
+    case $file in
+    *.xz) xz -dc "$file" > "$out/$name.ko" ;;
+    *) cp "$file" "$out/$name.ko" ;;
+    esac
+    for dep in $(tr '\0' '\n' < "$out/$name.ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
+        ktls_add "$tree" "$out" "$dep"
+    done
+    echo "$name" >> "$out/load"
+}
+
 build_initramfs() {
     local root=$CACHE/initramfs
     rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp,run}
     cp /bin/busybox "$root/bin/busybox"
-    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail mktemp kill rm; do
+    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail mktemp kill rm insmod; do
         ln -s busybox "$root/bin/$a"
     done
     cp "$BIN" "$root/bin/rawload"
+    if [ -d "$CACHE/ktls" ]; then
+        mkdir -p "$root/lib/modules" && cp -r "$CACHE"/ktls/*/ "$root/lib/modules/" 2>/dev/null || true
+    fi
+    if [ -x "$CONFORMANCE_BIN" ]; then
+        cp "$CONFORMANCE_BIN" "$root/bin/rawload-conformance"
+    else
+        echo "  ($CONFORMANCE_BIN is missing: no conformance table; run make conformance)" >&2
+    fi
     cp "$ROOT/tests/vm/init" "$root/init"
     cp "$ROOT/tests/vm/checks.sh" "$root/bin/checks.sh"
     cp "$ROOT/tests/vm/behaviours.sh" "$root/bin/behaviours.sh"
@@ -127,10 +204,63 @@ run_host() {
     start=$(date +%s.%N)
     bindir=$(mktemp -d)
     ln -s "$BIN" "$bindir/rawload"
+    [ -x "$CONFORMANCE_BIN" ] && ln -s "$CONFORMANCE_BIN" "$bindir/rawload-conformance"
     PATH="$bindir:$ROOT/tests/vm:$PATH" CGROUP2=$(findmnt -n -t cgroup2 -o TARGET | head -1) \
         timeout "$BOOT_TIMEOUT" sh "$ROOT/tests/vm/checks.sh" > "$log" 2>&1 || true
     rm -rf "$bindir"
     echo "$(echo "$(date +%s.%N) - $start" | bc)"
+}
+
+# The socket-API conformance test per kernel: one row per case, one column
+# per label, each cell the verdict (same, off, differs, unsupported, error;
+# "-" when the case did not run there). The raw results of each cell are
+# the "MATRIX CONFORMANCE" lines of the label's log.
+conformance_table() {
+    local l c v cases
+    echo "socket-API conformance (rawload-conformance: plain TCP vs rawload; docs/KERNEL-ISSUES.md)"
+    cases=$(for l in "$@"; do grep -a -o 'MATRIX CONFORMANCE [a-z0-9_]*' "$CACHE/logs/$l.log" 2>/dev/null || true; done |
+            awk '{print $3}' | awk '!seen[$0]++')
+    if [ -z "$cases" ]; then
+        echo "  (no conformance results: rawload-conformance missing or it did not run)"
+        return
+    fi
+    printf '%-22s' case
+    for l in "$@"; do printf ' %-11s' "$l"; done
+    echo
+    for c in $cases; do
+        printf '%-22s' "$c"
+        for l in "$@"; do
+            v=$(grep -a "^MATRIX CONFORMANCE $c " "$CACHE/logs/$l.log" 2>/dev/null | tail -1 | awk '{print $4}' | tr -d ':\r' || true)
+            printf ' %-11s' "${v:--}"
+        done
+        echo
+    done
+    echo "what differs (items whose tcp= and rawload= values differ):"
+    for c in $cases; do
+        # Labels with the same items share one entry: "5.10,6.1:recv,bytes".
+        local -A by_what=()
+        local order=() w
+        for l in "$@"; do
+            v=$(grep -a "^MATRIX CONFORMANCE $c differs: " "$CACHE/logs/$l.log" 2>/dev/null | tail -1 |
+                awk '{print $5}' | tr -d '\r' || true)
+            [ -n "$v" ] || continue
+            [ -n "${by_what[$v]:-}" ] || order+=("$v")
+            by_what[$v]="${by_what[$v]:+${by_what[$v]},}$l"
+        done
+        [ ${#order[@]} -gt 0 ] || continue
+        printf '  %-22s' "$c"
+        for w in "${order[@]}"; do printf ' %s:%s' "${by_what[$w]}" "$w"; done
+        echo
+        unset by_what
+    done
+    # (grep finds nothing where the test did not run: not an error here.)
+    for l in "$@"; do
+        { grep -a -o 'MATRIX CONFORMANCE-SUMMARY .*' "$CACHE/logs/$l.log" 2>/dev/null || true; } | tail -1 |
+            tr -d '\r' | sed "s/^MATRIX CONFORMANCE-SUMMARY/  $l:/"
+        { grep -a -o 'MATRIX rawload-conformance: .*' "$CACHE/logs/$l.log" 2>/dev/null || true; } |
+            tr -d '\r' | sed "s/^MATRIX /  $l: /"
+    done
+    echo "  (the tcp= and rawload= results of every cell: grep 'MATRIX CONFORMANCE' $CACHE/logs/LABEL.log)"
 }
 
 [ -x "$BIN" ] || { echo "$BIN is missing: run make first" >&2; exit 1; }
@@ -139,7 +269,9 @@ labels=("$@")
 
 declare -A VMLINUX
 for l in "${labels[@]}"; do
-    [ "$l" = host ] || VMLINUX[$l]=$(fetch_kernel "$l")
+    [ "$l" = host ] && continue
+    VMLINUX[$l]=$(fetch_kernel "$l")
+    fetch_ktls_modules "$l"
 done
 build_initramfs
 
@@ -182,4 +314,6 @@ for l in "${labels[@]}"; do
         "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)" \
         "$(b spurious_eagain) $(b splice_received)"
 done
+echo
+conformance_table "${labels[@]}"
 exit $failed
