@@ -480,7 +480,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 		}
 	}
 	if (err != 0) {
-		if (err == -17) /* EEXIST: the entry belongs to that socket */
+		if (err == -17) /* EEXIST: another socket holds this key (without the netns cookie: one in another namespace) */
 			COUNT(c, insert_exists, 1);
 		else if (err == -7) /* E2BIG: the map is full */
 			COUNT(c, insert_full, 1);

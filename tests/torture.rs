@@ -35,6 +35,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The end of a scenario: no socket is left in the map (every connection
+/// closed, and none stayed in it alone), then detach.
+fn finish(env: &TestEnv) {
+    env.wait_sockets_in_map_at_most(0, "a socket stayed in the map after its scenario");
+    assert_eq!(
+        env.map_entries("rawload_conns"),
+        0,
+        "socket states left behind"
+    );
+    ok(env.detach());
+}
+
 /// Bytes that went through TCP instead of the redirect must show up on
 /// loopback, and nothing else may: the counters and `lo` tell one story.
 fn assert_redirect_accounted(
@@ -96,7 +108,7 @@ fn s1_concurrency() {
         );
     }
     report("1-concurrency", format!("total {} MiB", total / MIB));
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 2: Readers of every kind: blocking read, poll, level- and edge-triggered
@@ -139,7 +151,7 @@ fn s2_readers() {
         );
     }
 
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 3: The establishment race: clients that send right after connect(),
@@ -183,7 +195,7 @@ fn s3_establishment_race() {
             ),
         );
     }
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Samples /proc/net/sockstat until stopped; returns the high-water mark.
@@ -329,7 +341,7 @@ fn s4_slow_and_dead_readers() {
                 .collect::<String>()
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 5: Half-close, close with unread data, RST.
@@ -411,7 +423,7 @@ fn s5_half_close_close_and_reset() {
         "5-close",
         "close with RST after a full exchange: both streams intact".into(),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 6: Attach and detach under traffic; SIGKILL of `attach` at every step.
@@ -581,7 +593,7 @@ fn s7_capacity() {
             delta(&before, &after, "bytes_redirected") / MIB
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 8: sendfile and splice.
@@ -654,7 +666,7 @@ fn s8_sendfile_and_splice() {
             t.client["bytes_sent"].as_u64().unwrap_or(0)
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Scenario 9: Two network namespaces run the same server on the same address and
@@ -714,7 +726,7 @@ fn s9_namespaces() {
             ta.payload / MIB
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Reads the u64 at `key` of a pinned array map.
@@ -1095,7 +1107,7 @@ fn s11_backpressure() {
             parked / MIB
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// A client reading with epoll and checking FIONREAD before every read.
@@ -1262,7 +1274,7 @@ fn s12_no_half_states() {
         ),
     );
     env.wait_sockets_in_map_at_most(0, "sockets left in the map after scenario 12");
-    ok(env.detach());
+    finish(&env);
 }
 
 /// Loads an nftables ruleset into the test's namespace (removed with it).
@@ -1348,7 +1360,7 @@ fn s13_lost_state_fails_closed() {
             delta(&before, &after, "state_missing")
         ),
     );
-    ok(env.detach());
+    finish(&env);
 }
 
 /// The suite's accounting reads real counters that move with the traffic.
@@ -1366,5 +1378,5 @@ fn s0_counters_are_wired() {
     // Both sockets closed: they left the socket map, and sock_ops forgot them.
     assert_eq!(env.sockets_in_map(), 0);
     assert_eq!(env.map_entries("rawload_conns"), 0);
-    ok(env.detach());
+    finish(&env);
 }
