@@ -119,15 +119,15 @@ test-deps:
 	fi
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Kernel tests attach real programs; they must run as root and one at a time
 # (they share the machine's loopback counters). The host kernel is one row of
 # the kernel matrix; the others boot under qemu.
 test: test-deps lint check-prebuilt
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
-	$(CARGO) test --locked -- --test-threads=1
+	$(CARGO) test --locked --workspace -- --test-threads=1
 	$(MAKE) --no-print-directory kernel-matrix
 
 # The long form of the data-path torture suite (the short form is part of

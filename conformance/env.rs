@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 use rawload::json::Json;
-use rawload::pin::BPFFS_MOUNT;
 use rawload::scratch::PrivateCgroup;
+use rawload_loader::pin::BPFFS_MOUNT;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

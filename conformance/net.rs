@@ -23,8 +23,8 @@ use nix::sys::socket::{
     setsockopt, sockopt,
 };
 use nix::sys::time::TimeVal;
-use rawload::sys::sock::{poll_one, tcp_info};
 use rawload::traffic::{Fnv, Keystream};
+use rawload_loader::sys::sock::{poll_one, tcp_info};
 
 use crate::cases::Unsupported;
 

@@ -6,14 +6,14 @@
 /// Any bytes through the whole parse-and-relocate path: ELF reading, legacy
 /// and BTF maps, global data, call linking, map fd patching, global setters.
 pub fn object(data: &[u8]) -> bool {
-    let Ok(mut obj) = rawload::elf::parse(data) else {
+    let Ok(mut obj) = rawload_obj::elf::parse(data) else {
         return false;
     };
     let fds: Vec<Option<i32>> = (0..obj.maps.len() as i32).map(|fd| Some(fd + 3)).collect();
     for prog in &obj.programs {
-        let _ = rawload::reloc::apply(prog, &fds);
+        let _ = rawload_obj::reloc::apply(prog, &fds);
     }
-    for kind in rawload::obj::PROGRAM_KINDS {
+    for kind in rawload_obj::obj::PROGRAM_KINDS {
         let _ = obj.program(kind.prog_type);
     }
     let globals: Vec<(String, usize)> = obj
@@ -30,7 +30,7 @@ pub fn object(data: &[u8]) -> bool {
 
 /// Any bytes as a .BTF section: parsing and every query the loader makes.
 pub fn btf(data: &[u8]) -> bool {
-    let Ok(btf) = rawload::btf::Btf::parse(data) else {
+    let Ok(btf) = rawload_obj::btf::Btf::parse(data) else {
         return false;
     };
     let _ = btf.datasec(".maps");

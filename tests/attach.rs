@@ -437,7 +437,7 @@ fn port_policy_limits_redirection() {
 /// through the pins afterwards.
 #[test]
 fn global_data_object_attaches_and_counts() {
-    use rawload::maps::Map;
+    use rawload_loader::maps::Map;
     let env = TestEnv::new("globals");
     ok(env.attach(&[
         "--object",
@@ -449,7 +449,7 @@ fn global_data_object_attaches_and_counts() {
 
     let read_u64 = |pin: &str| -> u64 {
         let path = std::ffi::CString::new(env.pin_dir.join(pin).display().to_string()).unwrap();
-        let map = Map::from_fd(rawload::sys::obj_get(&path).unwrap()).unwrap();
+        let map = Map::from_fd(rawload_loader::sys::obj_get(&path).unwrap()).unwrap();
         let value = map.lookup(&0u32.to_ne_bytes()).unwrap().unwrap();
         u64::from_ne_bytes(value[..8].try_into().unwrap())
     };

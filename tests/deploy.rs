@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rawload::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
+use rawload_loader::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
 
 fn deploy_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

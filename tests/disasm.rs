@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rawload::disasm::disassemble;
-use rawload::insn::Insn;
+use rawload_obj::disasm::disassemble;
+use rawload_obj::insn::Insn;
 
 /// One instruction line of llvm's listing: `  index:\tbytes\ttext`.
 struct LlvmLine {

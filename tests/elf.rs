@@ -1,10 +1,10 @@
 //! The ELF reader on the committed objects and on broken copies of them.
 //! No kernel involved: these run anywhere, without root.
 
-use rawload::elf;
-use rawload::insn::{INSN_SIZE, Insn, PSEUDO_CALL};
-use rawload::obj::{MapOrigin, RefKind};
-use rawload::sys::{map_type, prog_type};
+use rawload_obj::elf;
+use rawload_obj::insn::{INSN_SIZE, Insn, PSEUDO_CALL};
+use rawload_obj::obj::{MapOrigin, RefKind};
+use rawload_obj::uapi::{MapType, ProgType};
 
 const RELEASE: &[u8] = include_bytes!("../prebuilt/rawload.bpf.o");
 const DEBUG: &[u8] = include_bytes!("../prebuilt/rawload-debug.bpf.o");
@@ -14,8 +14,8 @@ const LEGACY: &[u8] = include_bytes!("fixtures/seed_legacy.o");
 fn release_object_has_both_programs_and_btf_maps() {
     let obj = elf::parse(RELEASE).unwrap();
     assert_eq!(obj.license.to_str().unwrap(), "GPL");
-    let sock_ops = obj.program(prog_type::SOCK_OPS).unwrap();
-    let sk_msg = obj.program(prog_type::SK_MSG).unwrap();
+    let sock_ops = obj.program(ProgType::SOCK_OPS).unwrap();
+    let sk_msg = obj.program(ProgType::SK_MSG).unwrap();
     assert_eq!(
         (sock_ops.name.as_str(), sk_msg.name.as_str()),
         ("rawload_sockops", "rawload_sk_msg")
@@ -29,7 +29,7 @@ fn release_object_has_both_programs_and_btf_maps() {
             socks.value_size,
             socks.max_entries
         ),
-        (map_type::SOCKHASH, 48, 8, 65536)
+        (MapType::SOCKHASH, 48, 8, 65536)
     );
     assert_eq!(socks.origin, MapOrigin::Btf);
 
@@ -84,7 +84,7 @@ fn release_object_has_both_programs_and_btf_maps() {
 #[test]
 fn debug_object_references_format_strings_in_rodata() {
     let obj = elf::parse(DEBUG).unwrap();
-    let sk_msg = obj.program(prog_type::SK_MSG).unwrap();
+    let sk_msg = obj.program(ProgType::SK_MSG).unwrap();
     let rodata = obj.maps.iter().position(|m| m.name == ".rodata").unwrap();
     // Format strings are reached through the section symbol plus an offset.
     let offsets: Vec<u32> = sk_msg
@@ -121,14 +121,14 @@ fn legacy_maps_section_is_read() {
         ),
         (
             "sock_ops_map",
-            map_type::SOCKHASH,
+            MapType::SOCKHASH,
             24,
             4,
             65535,
             &MapOrigin::Legacy
         )
     );
-    let sk_msg = obj.program(prog_type::SK_MSG).unwrap();
+    let sk_msg = obj.program(ProgType::SK_MSG).unwrap();
     assert_eq!(sk_msg.section, "sk_msg/bypass");
     assert_eq!(sk_msg.name, "bpf_tcpip_bypass");
     // The .text helper is linked into both programs.
@@ -293,7 +293,7 @@ fn a_call_into_the_void_is_an_error() {
 
 #[test]
 fn every_kind_of_global_data_becomes_a_map() {
-    use rawload::sys::BPF_F_RDONLY_PROG;
+    use rawload_loader::sys::BPF_F_RDONLY_PROG;
     let obj = elf::parse(include_bytes!("fixtures/globals.o")).unwrap();
     let data = |name: &str| {
         let m = &obj.maps[obj
@@ -311,10 +311,10 @@ fn every_kind_of_global_data_becomes_a_map() {
             init.clone(),
         )
     };
-    assert_eq!(data(".bss"), (map_type::ARRAY, 4, 8, 1, 0, vec![0; 8]));
+    assert_eq!(data(".bss"), (MapType::ARRAY, 4, 8, 1, 0, vec![0; 8]));
     assert_eq!(
         data(".data"),
-        (map_type::ARRAY, 4, 8, 1, 0, 7u64.to_le_bytes().to_vec())
+        (MapType::ARRAY, 4, 8, 1, 0, 7u64.to_le_bytes().to_vec())
     );
     assert_eq!(data(".rodata").4, BPF_F_RDONLY_PROG);
     let (.., init) = data(".rodata.str1.1");

@@ -23,7 +23,7 @@ fn explain(args: &[&str]) -> String {
 #[test]
 fn embedded_object_is_explained_in_full() {
     let text = explain(&[]);
-    let obj = rawload::elf::parse(rawload::loader::RELEASE_OBJECT).unwrap();
+    let obj = rawload_obj::elf::parse(rawload_loader::contract::RELEASE_OBJECT).unwrap();
     for s in &obj.sections {
         assert!(
             text.contains(&format!("  {:<18}", s.name)),

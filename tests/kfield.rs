@@ -3,13 +3,20 @@
 
 use std::process::Command;
 
-use rawload::kfield::{self, KField};
+use rawload_obj::kfield::{self, KField};
 
 /// `bpftool btf dump ... format raw`: the bit offset (and bitfield size) of
 /// `member` in the first `STRUCT 'name'`.
 fn bpftool_member(strukt: &str, member: &str) -> (u32, u32) {
     let out = Command::new("bpftool")
-        .args(["btf", "dump", "file", kfield::VMLINUX_BTF, "format", "raw"])
+        .args([
+            "btf",
+            "dump",
+            "file",
+            rawload_loader::vmlinux::PATH,
+            "format",
+            "raw",
+        ])
         .output()
         .expect("running bpftool (make test installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -30,7 +37,7 @@ fn bpftool_member(strukt: &str, member: &str) -> (u32, u32) {
 
 #[test]
 fn offsets_agree_with_bpftool() {
-    let btf = kfield::kernel_btf().expect("this kernel publishes its BTF");
+    let btf = rawload_loader::vmlinux::btf().expect("this kernel publishes its BTF");
     for (member, width) in [("sk_rcvbuf", 4), ("sk_sndbuf", 4), ("sk_userlocks", 1)] {
         let got = kfield::resolve(&btf, "sock", &[member], width).unwrap();
         let (bit, bitfield) = bpftool_member("sock", member);
@@ -58,7 +65,7 @@ fn offsets_agree_with_bpftool() {
 
 #[test]
 fn wrong_fields_are_errors_that_say_what() {
-    let btf = kfield::kernel_btf().unwrap();
+    let btf = rawload_loader::vmlinux::btf().unwrap();
     let e = kfield::resolve(&btf, "sock", &["no_such_member"], 4).unwrap_err();
     assert!(
         format!("{e:#}").contains("no member 'no_such_member'"),

@@ -5,16 +5,17 @@ mod common;
 
 use std::os::fd::AsFd;
 
-use rawload::insn::Insn;
-use rawload::obj::PROGRAM_KINDS;
-use rawload::programs::Program;
-use rawload::sys::{self, BPF_ANY, BPF_NOEXIST, MapCreateArgs, MapFd, map_type};
+use rawload_loader::programs::Program;
+use rawload_loader::sys::{self, BPF_ANY, BPF_NOEXIST, MapCreateArgs, MapFd};
+use rawload_obj::insn::Insn;
+use rawload_obj::obj::PROGRAM_KINDS;
+use rawload_obj::uapi::{MapType, ProgType};
 
 #[test]
 fn hash_map_element_commands() {
     common::require_root();
     let map = MapFd::create(&MapCreateArgs {
-        map_type: map_type::HASH,
+        map_type: MapType::HASH,
         key_size: 4,
         value_size: 8,
         max_entries: 8,
@@ -70,7 +71,7 @@ fn hash_map_element_commands() {
 fn per_cpu_values_are_one_slot_per_possible_cpu() {
     common::require_root();
     let map = MapFd::create(&MapCreateArgs {
-        map_type: map_type::PERCPU_ARRAY,
+        map_type: MapType::PERCPU_ARRAY,
         key_size: 4,
         value_size: 12,
         max_entries: 1,
@@ -100,7 +101,7 @@ fn loaded_programs_are_listed_and_described() {
     let prog = Program::load("rawload_test", PROGRAM_KINDS[1], &insns, c"GPL", 0).unwrap();
     let (info, map_ids) = sys::prog_info(prog.as_fd()).unwrap();
     assert_eq!(sys::cstr_field(&info.name), "rawload_test");
-    assert_eq!(info.prog_type, sys::prog_type::SK_MSG);
+    assert_eq!(ProgType(info.prog_type), ProgType::SK_MSG);
     assert!(map_ids.is_empty());
 
     let mut ids = Vec::new();

@@ -491,7 +491,7 @@ fn s6_lifecycle() {
 
     // SIGKILL at every step of attach; then detach (even steps) or a new
     // attach (odd steps) must recover a clean state.
-    for (i, step) in rawload::loader::KILL_POINTS.iter().enumerate() {
+    for (i, step) in rawload_loader::pipeline::KILL_POINTS.iter().enumerate() {
         let out = Command::new(RAWLOAD)
             .args([
                 "attach",
@@ -553,7 +553,7 @@ fn s6_lifecycle() {
         "6-lifecycle",
         format!(
             "SIGKILL after each of {} attach steps: detach or a new attach recovered a clean state every time",
-            rawload::loader::KILL_POINTS.len()
+            rawload_loader::pipeline::KILL_POINTS.len()
         ),
     );
 }
@@ -732,7 +732,8 @@ fn s9_namespaces() {
 /// Reads the u64 at `key` of a pinned array map.
 fn pinned_u64(path: &Path, key: u32) -> u64 {
     let c = std::ffi::CString::new(path.display().to_string()).unwrap();
-    let map = rawload::maps::Map::from_fd(rawload::sys::obj_get(&c).unwrap()).unwrap();
+    let map =
+        rawload_loader::maps::Map::from_fd(rawload_loader::sys::obj_get(&c).unwrap()).unwrap();
     let v = map.lookup(&key.to_ne_bytes()).unwrap().unwrap();
     u64::from_ne_bytes(v[..8].try_into().unwrap())
 }
@@ -953,7 +954,7 @@ fn s11_backpressure() {
     let env = TestEnv::new("s11");
     let plain = env.sibling("plain");
     ok(env.attach_default());
-    let bound = rawload::loader::DEFAULT_STREAM_BYTES as u64;
+    let bound = rawload_loader::pipeline::DEFAULT_STREAM_BYTES as u64;
     // One write in flight at the report (64 KiB writes) on top of the bound.
     let slack = bound + 64 * 1024;
 
@@ -997,7 +998,7 @@ fn s11_backpressure() {
 
     // A reader that sends a stream of its own but reads nothing: only a
     // kernel that counts redirected bytes as unread lets the writer know.
-    let exact = rawload::probe::redirect_counts_in_rmem().unwrap() == Some(true);
+    let exact = rawload_loader::probe::redirect_counts_in_rmem().unwrap() == Some(true);
     let tcp = fill(&plain.0, "32M", "64M", &[]);
     let rl = fill(&env.cgroup, "32M", "64M", &[]);
     if exact {
@@ -1300,12 +1301,12 @@ fn nft(ns: &Netns, rules: &str) {
 fn forget_tcp_sockets(env: &TestEnv) -> usize {
     let path = env.pin_dir.join("map_rawload_conns");
     let c = std::ffi::CString::new(path.display().to_string()).unwrap();
-    let fd = rawload::sys::obj_get(&c).unwrap();
-    let keys = rawload::maps::Map::from_fd(fd.try_clone().unwrap())
+    let fd = rawload_loader::sys::obj_get(&c).unwrap();
+    let keys = rawload_loader::maps::Map::from_fd(fd.try_clone().unwrap())
         .unwrap()
         .keys()
         .unwrap();
-    let map = rawload::sys::MapFd::from_fd(fd).unwrap();
+    let map = rawload_loader::sys::MapFd::from_fd(fd).unwrap();
     let mut value = vec![0u8; map.value_buf_len()];
     let mut forgotten = 0;
     for key in keys {
@@ -1374,7 +1375,7 @@ fn s0_counters_are_wired() {
     let after = env.counters();
     assert_eq!(delta(&before, &after, "bytes_redirected"), t.payload);
     assert_eq!(delta(&before, &after, "sockets_inserted"), 2);
-    assert_eq!(after.len(), rawload::status::COUNTER_NAMES.len());
+    assert_eq!(after.len(), rawload_loader::contract::COUNTER_NAMES.len());
     // Both sockets closed: they left the socket map, and sock_ops forgot them.
     assert_eq!(env.sockets_in_map(), 0);
     assert_eq!(env.map_entries("rawload_conns"), 0);

@@ -9,7 +9,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::select::{FdSet, select};
 use nix::sys::socket::{MsgFlags, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
-use rawload::sys::sock::{fionread, set_rcvlowat, siocatmark};
+use rawload_loader::sys::sock::{fionread, set_rcvlowat, siocatmark};
 
 use super::{Case, Ctx, ms, timing};
 use crate::net::{

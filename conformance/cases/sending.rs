@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{MsgFlags, getsockopt, sockopt};
-use rawload::sys::sock::{siocoutq, siocoutqnsd};
+use rawload_loader::sys::sock::{siocoutq, siocoutqnsd};
 
 use super::{Case, Ctx, ms, timing};
 use crate::net::{

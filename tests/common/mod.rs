@@ -46,7 +46,7 @@ impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
         require_root();
         let serial = serial();
-        let mount = rawload::attach::cgroup2_mount().expect("a cgroup2 mount");
+        let mount = rawload_loader::attach::cgroup2_mount().expect("a cgroup2 mount");
         let unique = format!(
             "rawload-test-{name}-{}-{}",
             std::process::id(),

@@ -12,9 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::insn::Insn;
-use crate::obj::ProgKind;
-use crate::sys::{self, ProgLoadArgs, SysError, prog_type};
+use crate::sys::{self, ProgLoadArgs, SysError};
+use rawload_obj::insn::Insn;
+use rawload_obj::obj::ProgKind;
+use rawload_obj::uapi::ProgType;
 
 /// Verifier log buffer: first size and the largest we try (16 MiB is
 /// `UINT_MAX >> 8`, the limit of kernels before 5.2).
@@ -41,7 +42,7 @@ impl AsFd for Program {
 #[derive(Debug)]
 pub struct VerifierError {
     pub program: String,
-    pub prog_type: u32,
+    pub prog_type: ProgType,
     pub errno: Errno,
     pub log: String,
 }
@@ -58,7 +59,7 @@ impl VerifierError {
 
 impl fmt::Display for VerifierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = prog_type::name(self.prog_type);
+        let kind = self.prog_type.name();
         match (self.errno, self.reason()) {
             (Errno::EPERM, None) => write!(
                 f,

@@ -4,6 +4,7 @@
 //! each probe loads the smallest program that needs the feature and reports
 //! whether the kernel accepted it (the approach of libbpf's `features.c`).
 
+use rawload_obj::uapi::{AttachType, MapType, ProgType};
 use std::ffi::CStr;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,9 +14,9 @@ use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
 
-use crate::insn::Insn;
-use crate::obj::PROGRAM_KINDS;
-use crate::sys::{self, ProgLoadArgs, prog_type};
+use crate::sys::{self, ProgLoadArgs};
+use rawload_obj::insn::Insn;
+use rawload_obj::obj::PROGRAM_KINDS;
 
 /// `BPF_FUNC_get_netns_cookie`.
 const HELPER_GET_NETNS_COOKIE: i32 = 122;
@@ -34,11 +35,13 @@ fn probe_program(helper: Option<i32>) -> Vec<Insn> {
 }
 
 /// Whether a program of `prog_type` calling `helper` loads.
-fn loads(prog_type: u32, helper: Option<i32>) -> Result<bool, Errno> {
+fn loads(prog_type: ProgType, helper: Option<i32>) -> Result<bool, Errno> {
     let kind = PROGRAM_KINDS
         .iter()
         .find(|k| k.prog_type == prog_type)
-        .map_or((prog_type, 0), |k| (k.prog_type, k.expected_attach_type));
+        .map_or((prog_type, AttachType::default()), |k| {
+            (k.prog_type, k.expected_attach_type)
+        });
     let insns = probe_program(helper);
     match sys::prog_load(ProgLoadArgs {
         prog_type: kind.0,
@@ -60,24 +63,24 @@ fn loads(prog_type: u32, helper: Option<i32>) -> Result<bool, Errno> {
 /// With it, the socket key includes the network namespace, so identical
 /// connections in two namespaces can never be paired.
 pub fn netns_cookie() -> Result<bool, Errno> {
-    Ok(loads(prog_type::SOCK_OPS, Some(HELPER_GET_NETNS_COOKIE))?
-        && loads(prog_type::SK_MSG, Some(HELPER_GET_NETNS_COOKIE))?)
+    Ok(loads(ProgType::SOCK_OPS, Some(HELPER_GET_NETNS_COOKIE))?
+        && loads(ProgType::SK_MSG, Some(HELPER_GET_NETNS_COOKIE))?)
 }
 
 /// Whether a program of `prog_type` without helper calls loads: the kernel
 /// knows the program type.
-pub fn program_type(prog_type: u32) -> Result<bool, Errno> {
+pub fn program_type(prog_type: ProgType) -> Result<bool, Errno> {
     loads(prog_type, None)
 }
 
 /// Whether BPF memory is charged to memory cgroups (5.11+) rather than to
 /// `RLIMIT_MEMLOCK`.
 pub fn memcg_accounting() -> Result<bool, Errno> {
-    loads(prog_type::SOCKET_FILTER, Some(HELPER_KTIME_GET_COARSE_NS))
+    loads(ProgType::SOCKET_FILTER, Some(HELPER_KTIME_GET_COARSE_NS))
 }
 
 /// Whether a map of `map_type` with these sizes can be created.
-pub fn map_type(map_type: u32, key_size: u32, value_size: u32) -> Result<bool, Errno> {
+pub fn map_type(map_type: MapType, key_size: u32, value_size: u32) -> Result<bool, Errno> {
     match sys::MapFd::create(&sys::MapCreateArgs {
         map_type,
         key_size,
@@ -170,7 +173,7 @@ fn readable(fd: BorrowedFd<'_>) -> Result<bool> {
 /// redirected them), so the answer is unknown.
 pub fn fionread_counts_tcp() -> Result<Option<bool>> {
     let map = sys::MapFd::create(&sys::MapCreateArgs {
-        map_type: sys::map_type::SOCKHASH,
+        map_type: MapType::SOCKHASH,
         key_size: 4,
         value_size: 8,
         max_entries: 1,
@@ -208,7 +211,7 @@ const BPF_F_INGRESS: i32 = 1;
 /// `Ok(None)`: the bytes were not redirected, so the answer is unknown.
 pub fn redirect_counts_in_rmem() -> Result<Option<bool>> {
     let map = sys::MapFd::create(&sys::MapCreateArgs {
-        map_type: sys::map_type::SOCKMAP,
+        map_type: MapType::SOCKMAP,
         key_size: 4,
         value_size: 8,
         max_entries: 2,
@@ -228,8 +231,8 @@ pub fn redirect_counts_in_rmem() -> Result<Option<bool>> {
         Insn::exit(),
     ];
     let prog = sys::prog_load(ProgLoadArgs {
-        prog_type: prog_type::SK_MSG,
-        expected_attach_type: crate::sys::attach_type::SK_MSG_VERDICT,
+        prog_type: ProgType::SK_MSG,
+        expected_attach_type: rawload_obj::uapi::AttachType::SK_MSG_VERDICT,
         insns: &insns,
         license: GPL,
         kern_version: 0,
@@ -240,7 +243,7 @@ pub fn redirect_counts_in_rmem() -> Result<Option<bool>> {
     sys::prog_attach(
         map.as_fd(),
         prog.as_fd(),
-        crate::sys::attach_type::SK_MSG_VERDICT,
+        rawload_obj::uapi::AttachType::SK_MSG_VERDICT,
         0,
     )
     .map_err(|e| anyhow::anyhow!("attaching the probe's sk_msg program: {}", e.errno.desc()))?;

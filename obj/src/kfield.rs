@@ -1,5 +1,5 @@
-//! Kernel struct fields for the programs: where each one sits in the
-//! running kernel, read from its BTF (`/sys/kernel/btf/vmlinux`).
+//! Kernel struct fields for the programs: where each one sits in a kernel,
+//! read from that kernel's BTF (the loader reads the running kernel's).
 //!
 //! The sk_msg and sock_ops programs read a few fields of the kernel's
 //! `struct sock` (how many bytes wait to be read, the socket buffer sizes)
@@ -27,8 +27,6 @@ use crate::btf::{Btf, Type};
 
 /// Globals with this prefix are kernel fields.
 pub const PREFIX: &str = "kfield_";
-/// Where the running kernel publishes its own BTF (5.4+, CONFIG_DEBUG_INFO_BTF).
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Size of `struct kfield` in bpf-src/rawload.bpf.c.
 pub const SIZE: usize = 8;
 
@@ -150,14 +148,6 @@ fn find_member<'a>(
         }
     }
     Ok(None)
-}
-
-/// The running kernel's BTF, or why there is none.
-pub fn kernel_btf() -> Result<Btf> {
-    let data = std::fs::read(VMLINUX_BTF).with_context(|| {
-        format!("reading {VMLINUX_BTF} (a kernel built without CONFIG_DEBUG_INFO_BTF has none)")
-    })?;
-    Btf::parse(&data).with_context(|| format!("reading {VMLINUX_BTF}"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 
-use crate::sys::{self, attach_type};
+use crate::sys;
+use rawload_obj::uapi::{self, AttachType};
 
 /// An open cgroup v2 directory.
 #[derive(Debug)]
@@ -154,7 +155,7 @@ impl Cgroup {
 
     /// The programs attached here for sock_ops and the attach mode.
     pub fn sock_ops_programs(&self) -> Result<(u32, Vec<u32>)> {
-        sys::prog_query(self.as_fd(), attach_type::CGROUP_SOCK_OPS)
+        sys::prog_query(self.as_fd(), AttachType::CGROUP_SOCK_OPS)
             .with_context(|| format!("listing sock_ops programs of {}", self.path.display()))
     }
 
@@ -163,8 +164,8 @@ impl Cgroup {
         sys::prog_attach(
             self.as_fd(),
             prog,
-            attach_type::CGROUP_SOCK_OPS,
-            attach_type::BPF_F_ALLOW_MULTI,
+            AttachType::CGROUP_SOCK_OPS,
+            uapi::BPF_F_ALLOW_MULTI,
         )
         .map_err(|e| match e.errno {
             Errno::EPERM => anyhow::anyhow!(
@@ -181,7 +182,7 @@ impl Cgroup {
     /// `BPF_PROG_DETACH` of exactly this program. `Ok(false)` if it was
     /// not attached.
     pub fn detach_sock_ops(&self, prog: BorrowedFd<'_>) -> Result<bool> {
-        match sys::prog_detach(self.as_fd(), prog, attach_type::CGROUP_SOCK_OPS) {
+        match sys::prog_detach(self.as_fd(), prog, AttachType::CGROUP_SOCK_OPS) {
             Ok(()) => Ok(true),
             Err(e) if e.errno == Errno::ENOENT => Ok(false),
             Err(e) => {
@@ -197,14 +198,10 @@ impl Cgroup {
 pub fn attach_to_socket_map(
     map: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
-    attach_type: u32,
+    attach_type: AttachType,
 ) -> Result<()> {
-    sys::prog_attach(map, prog, attach_type, 0).with_context(|| {
-        format!(
-            "attaching {} to the socket map",
-            attach_type::name(attach_type)
-        )
-    })
+    sys::prog_attach(map, prog, attach_type, 0)
+        .with_context(|| format!("attaching {} to the socket map", attach_type.name()))
 }
 
 /// `BPF_PROG_DETACH` from the map. Sockets already in the map keep the
@@ -213,23 +210,20 @@ pub fn attach_to_socket_map(
 pub fn detach_from_socket_map(
     map: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
-    attach_type: u32,
+    attach_type: AttachType,
 ) -> Result<bool> {
     match sys::prog_detach(map, prog, attach_type) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.errno, Errno::ENOENT | Errno::EINVAL) => Ok(false),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "detaching {} from the socket map",
-                attach_type::name(attach_type)
-            )
-        }),
+        Err(e) => {
+            Err(e).with_context(|| format!("detaching {} from the socket map", attach_type.name()))
+        }
     }
 }
 
 /// The programs attached to a socket map for `attach_type`, where the
 /// kernel can say (`BPF_PROG_QUERY` on sockmaps arrived in 5.19). `None`
 /// when it cannot.
-pub fn socket_map_programs(map: BorrowedFd<'_>, attach_type: u32) -> Option<Vec<u32>> {
+pub fn socket_map_programs(map: BorrowedFd<'_>, attach_type: AttachType) -> Option<Vec<u32>> {
     sys::prog_query(map, attach_type).ok().map(|(_, ids)| ids)
 }

@@ -5,12 +5,13 @@
 //! with `BPF_MAP_FREEZE`, which is what lets the verifier treat its contents
 //! as constants.
 
+use rawload_obj::uapi::MapType;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use anyhow::{Context, Result};
 
-use crate::obj::{MapOrigin, MapSpec};
-use crate::sys::{BPF_ANY, BPF_F_RDONLY_PROG, MapCreateArgs, MapFd, MapMeta, map_type};
+use crate::sys::{BPF_ANY, BPF_F_RDONLY_PROG, MapCreateArgs, MapFd, MapMeta};
+use rawload_obj::obj::{MapOrigin, MapSpec};
 
 /// A map that exists in the kernel.
 #[derive(Debug)]
@@ -40,7 +41,7 @@ impl Map {
             format!(
                 "creating map '{}' ({}, key {} B, value {} B, {} entries)",
                 spec.name,
-                map_type::name(args.map_type),
+                args.map_type.name(),
                 args.key_size,
                 args.value_size,
                 args.max_entries
@@ -76,7 +77,7 @@ impl Map {
     }
 
     pub fn is_socket_map(&self) -> bool {
-        matches!(self.meta().map_type, map_type::SOCKHASH | map_type::SOCKMAP)
+        matches!(self.meta().map_type, MapType::SOCKHASH | MapType::SOCKMAP)
     }
 
     pub fn update(&self, key: &[u8], value: &[u8]) -> Result<()> {

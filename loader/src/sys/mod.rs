@@ -23,7 +23,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
-use crate::insn::Insn;
+use rawload_obj::insn::Insn;
+use rawload_obj::uapi::{AttachType, MapType, ProgType};
+
 use attr::cmd;
 
 /// A failed `bpf(2)` command: which one, and the errno it returned.
@@ -79,16 +81,26 @@ fn bpf<A: Attr>(command: u32, attr: &mut A) -> SysResult<i64> {
     } else {
         Ok(ret as i64)
     };
-    crate::narrate!(
-        "      bpf({}, {{{}}}) = {}",
-        cmd::name(command),
-        attr.fields(),
-        match &result {
+    if let Some(watch) = WATCHER.get() {
+        let answer = match &result {
             Ok(v) => v.to_string(),
             Err(e) => format!("-1 {}", e.errno),
-        }
-    );
+        };
+        watch(cmd::name(command), &attr.fields(), &answer);
+    }
     result
+}
+
+/// Who hears of every `bpf(2)` call: the command, its fields as text and the
+/// kernel's answer (`--explain` prints them). The syscall layer only
+/// reports; what to do with it is decided above.
+pub type Watcher = fn(command: &str, fields: &str, answer: &str);
+
+static WATCHER: std::sync::OnceLock<Watcher> = std::sync::OnceLock::new();
+
+/// Sets the watcher, once per process.
+pub fn watch(watcher: Watcher) {
+    let _ = WATCHER.set(watcher);
 }
 
 /// Wraps a descriptor the kernel just returned. Descriptor 0 is moved up:
@@ -135,48 +147,13 @@ pub fn obj_name(name: &str) -> [u8; 16] {
 // ---------------------------------------------------------------------------
 // Maps
 
-/// Map types and flags rawload uses (`enum bpf_map_type`, `BPF_F_*`).
-pub mod map_type {
-    pub const HASH: u32 = 1;
-    pub const ARRAY: u32 = 2;
-    pub const PERCPU_HASH: u32 = 5;
-    pub const PERCPU_ARRAY: u32 = 6;
-    pub const LRU_HASH: u32 = 9;
-    pub const LRU_PERCPU_HASH: u32 = 10;
-    pub const SOCKMAP: u32 = 15;
-    pub const SOCKHASH: u32 = 18;
-
-    /// Per-CPU maps return one value per possible CPU from user space.
-    pub fn is_per_cpu(t: u32) -> bool {
-        matches!(t, PERCPU_HASH | PERCPU_ARRAY | LRU_PERCPU_HASH)
-    }
-
-    pub fn name(t: u32) -> &'static str {
-        match t {
-            HASH => "hash",
-            ARRAY => "array",
-            PERCPU_HASH => "percpu_hash",
-            PERCPU_ARRAY => "percpu_array",
-            LRU_HASH => "lru_hash",
-            LRU_PERCPU_HASH => "lru_percpu_hash",
-            SOCKMAP => "sockmap",
-            SOCKHASH => "sockhash",
-            _ => "other",
-        }
-    }
-}
-
-/// `BPF_F_RDONLY_PROG`: programs may only read the map (global `.rodata`).
-pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
-/// `BPF_NOEXIST` / `BPF_ANY` for `BPF_MAP_UPDATE_ELEM`.
-pub const BPF_ANY: u64 = 0;
-pub const BPF_NOEXIST: u64 = 1;
+pub use rawload_obj::uapi::{BPF_ANY, BPF_F_RDONLY_PROG, BPF_NOEXIST};
 
 /// What the kernel says a map is: the basis for sizing element buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapMeta {
     pub id: u32,
-    pub map_type: u32,
+    pub map_type: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -204,7 +181,7 @@ impl AsFd for MapFd {
 /// Arguments of `BPF_MAP_CREATE`.
 #[derive(Debug, Clone)]
 pub struct MapCreateArgs<'a> {
-    pub map_type: u32,
+    pub map_type: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -217,7 +194,7 @@ impl MapFd {
     /// for SOCKHASH (`map_check_no_btf`), and old kernels refuse new BTF.
     pub fn create(args: &MapCreateArgs<'_>) -> SysResult<MapFd> {
         let mut a = attr::MapCreate {
-            map_type: args.map_type,
+            map_type: args.map_type.0,
             key_size: args.key_size,
             value_size: args.value_size,
             max_entries: args.max_entries,
@@ -235,14 +212,14 @@ impl MapFd {
         let info = map_info(fd.as_fd())?;
         let meta = MapMeta {
             id: info.id,
-            map_type: info.map_type,
+            map_type: MapType(info.map_type),
             key_size: info.key_size,
             value_size: info.value_size,
             max_entries: info.max_entries,
             flags: info.map_flags,
             name: cstr_field(&info.name),
         };
-        let value_buf = if map_type::is_per_cpu(meta.map_type) {
+        let value_buf = if meta.map_type.is_per_cpu() {
             (meta.value_size as usize).next_multiple_of(8) * possible_cpus()
         } else {
             meta.value_size as usize
@@ -378,48 +355,11 @@ pub fn parse_cpu_list(list: &str) -> Option<usize> {
 // ---------------------------------------------------------------------------
 // Programs
 
-/// Program types and attach types rawload uses.
-pub mod prog_type {
-    pub const SOCKET_FILTER: u32 = 1;
-    pub const SOCK_OPS: u32 = 13;
-    pub const SK_SKB: u32 = 14;
-    pub const SK_MSG: u32 = 16;
-
-    pub fn name(t: u32) -> &'static str {
-        match t {
-            SOCKET_FILTER => "socket_filter",
-            SOCK_OPS => "sock_ops",
-            SK_SKB => "sk_skb",
-            SK_MSG => "sk_msg",
-            _ => "other",
-        }
-    }
-}
-
-/// `enum bpf_attach_type` values and the attach flags.
-pub mod attach_type {
-    pub const CGROUP_SOCK_OPS: u32 = 3;
-    pub const SK_SKB_STREAM_VERDICT: u32 = 5;
-    pub const SK_MSG_VERDICT: u32 = 7;
-    /// `BPF_F_ALLOW_MULTI`: share the cgroup hook with other programs
-    /// instead of replacing them (flags 0 is exclusive).
-    pub const BPF_F_ALLOW_MULTI: u32 = 2;
-
-    pub fn name(t: u32) -> &'static str {
-        match t {
-            CGROUP_SOCK_OPS => "BPF_CGROUP_SOCK_OPS",
-            SK_SKB_STREAM_VERDICT => "BPF_SK_SKB_STREAM_VERDICT",
-            SK_MSG_VERDICT => "BPF_SK_MSG_VERDICT",
-            _ => "another attach type",
-        }
-    }
-}
-
 /// Arguments of `BPF_PROG_LOAD`.
 #[derive(Debug)]
 pub struct ProgLoadArgs<'a> {
-    pub prog_type: u32,
-    pub expected_attach_type: u32,
+    pub prog_type: ProgType,
+    pub expected_attach_type: AttachType,
     pub insns: &'a [Insn],
     pub license: &'a CStr,
     pub kern_version: u32,
@@ -432,13 +372,13 @@ pub struct ProgLoadArgs<'a> {
 /// `BPF_PROG_LOAD`.
 pub fn prog_load(args: ProgLoadArgs<'_>) -> SysResult<OwnedFd> {
     let mut a = attr::ProgLoad {
-        prog_type: args.prog_type,
+        prog_type: args.prog_type.0,
         insn_cnt: args.insns.len() as u32,
         insns: ptr(args.insns.as_ptr()),
         license: ptr(args.license.as_ptr()),
         kern_version: args.kern_version,
         prog_name: obj_name(args.name),
-        expected_attach_type: args.expected_attach_type,
+        expected_attach_type: args.expected_attach_type.0,
         ..Default::default()
     };
     if let Some((level, buf)) = args.log {
@@ -480,13 +420,13 @@ pub fn obj_get(path: &CStr) -> SysResult<OwnedFd> {
 pub fn prog_attach(
     target: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
-    attach_type: u32,
+    attach_type: AttachType,
     flags: u32,
 ) -> SysResult<()> {
     let mut a = attr::ProgAttach {
         target_fd: raw(target),
         attach_bpf_fd: raw(prog),
-        attach_type,
+        attach_type: attach_type.0,
         attach_flags: flags,
         ..Default::default()
     };
@@ -498,12 +438,12 @@ pub fn prog_attach(
 pub fn prog_detach(
     target: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
-    attach_type: u32,
+    attach_type: AttachType,
 ) -> SysResult<()> {
     let mut a = attr::ProgAttach {
         target_fd: raw(target),
         attach_bpf_fd: raw(prog),
-        attach_type,
+        attach_type: attach_type.0,
         ..Default::default()
     };
     bpf(cmd::PROG_DETACH, &mut a).map(drop)
@@ -511,12 +451,12 @@ pub fn prog_detach(
 
 /// `BPF_PROG_QUERY`: the attach flags and the ids of the programs attached
 /// to `target` for `attach_type` (cgroups: 4.15; sockmaps: 5.19).
-pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> SysResult<(u32, Vec<u32>)> {
+pub fn prog_query(target: BorrowedFd<'_>, attach_type: AttachType) -> SysResult<(u32, Vec<u32>)> {
     let mut ids = vec![0u32; 64];
     loop {
         let mut a = attr::ProgQuery {
             target_fd: raw(target),
-            attach_type,
+            attach_type: attach_type.0,
             prog_ids: ptr(ids.as_mut_ptr()),
             prog_cnt: ids.len() as u32,
             ..Default::default()

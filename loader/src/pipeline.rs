@@ -15,6 +15,7 @@
 //! The torture suite proves that last claim: `RAWLOAD_KILL_AT=<step>` makes
 //! the process SIGKILL itself right after the named step ([`KILL_POINTS`]).
 
+use rawload_obj::uapi::{MapType, ProgType};
 use std::borrow::Cow;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -24,36 +25,22 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::attach::{self, Cgroup};
-use crate::elf;
-use crate::kfield::{self, KField};
 use crate::maps::Map;
 use crate::narrate;
-use crate::obj::{Object, ProgramSpec, RefKind};
 use crate::pin::{
     self, AttachRecord, PinDir, SK_MSG_PIN, SK_SKB_PIN, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM_PINS,
 };
 use crate::policy::{self, PortPolicy, PortSet};
 use crate::probe::{self, Memlock};
 use crate::programs::Program;
-use crate::reloc;
-use crate::sys::prog_type;
+use rawload_obj::elf;
+use rawload_obj::kfield::{self, KField};
+use rawload_obj::obj::{Object, ProgramSpec, RefKind};
+use rawload_obj::reloc;
 
-/// The objects built from `bpf-src/` by `make bpf`, embedded so that the
-/// static binary needs no other file.
-pub static RELEASE_OBJECT: &[u8] = include_bytes!("../prebuilt/rawload.bpf.o");
-pub static DEBUG_OBJECT: &[u8] = include_bytes!("../prebuilt/rawload-debug.bpf.o");
-
-/// Names the programs and the loader agree on (see bpf-src/rawload.bpf.c).
-pub const ADDRS_MAP: &str = "rawload_addrs";
-pub const PORTS_MAP: &str = "rawload_ports";
-pub const CONNS_MAP: &str = "rawload_conns";
-pub const CFG_NETNS_COOKIE: &str = "cfg_netns_cookie";
-pub const CFG_PORT_ALLOW: &str = "cfg_port_allow";
-pub const CFG_PORT_DENY: &str = "cfg_port_deny";
-pub const CFG_STREAM_BYTES: &str = "cfg_stream_bytes";
-pub const CFG_KFIELDS: &str = "cfg_kfields";
-pub const CFG_RMEM_COUNTS_REDIRECT: &str = "cfg_rmem_counts_redirect";
-pub const CFG_SKB_VERDICT: &str = "cfg_skb_verdict";
+use crate::contract::{
+    self, ADDRS_MAP, CONNS_MAP, DEBUG_OBJECT, PORTS_MAP, RELEASE_OBJECT, global,
+};
 
 /// The most bytes a connection redirects that its peer has not read; then
 /// it continues over TCP, whose flow control blocks the writer
@@ -385,12 +372,7 @@ pub fn socket_map(obj: &Object, sk_msg: &ProgramSpec) -> Result<usize> {
         .iter()
         .filter(|r| r.kind == RefKind::Map)
         .map(|r| r.map)
-        .filter(|&i| {
-            matches!(
-                obj.maps[i].map_type,
-                crate::sys::map_type::SOCKHASH | crate::sys::map_type::SOCKMAP
-            )
-        })
+        .filter(|&i| matches!(obj.maps[i].map_type, MapType::SOCKHASH | MapType::SOCKMAP))
         .collect();
     candidates.sort_unstable();
     candidates.dedup();
@@ -436,8 +418,9 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         cgroup.id
     );
     let mut obj = opts.object.parse()?;
-    let sock_ops_spec = obj.program(prog_type::SOCK_OPS)?.clone();
-    let sk_msg_spec = obj.program(prog_type::SK_MSG)?.clone();
+    contract::check(&obj).with_context(|| format!("checking {}", opts.object))?;
+    let sock_ops_spec = obj.program(ProgType::SOCK_OPS)?.clone();
+    let sk_msg_spec = obj.program(ProgType::SK_MSG)?.clone();
     let socket_map_index = socket_map(&obj, &sk_msg_spec)?;
     narrate!(
         "2. read {}: programs {} and {}, maps {} (rawload explain shows all of it)",
@@ -456,17 +439,18 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     };
     if !port_policy.is_empty()
         && (obj.map_index(PORTS_MAP).is_none()
-            || obj.global(CFG_PORT_ALLOW).is_none()
-            || obj.global(CFG_PORT_DENY).is_none())
+            || obj.global(global::PORT_ALLOW).is_none()
+            || obj.global(global::PORT_DENY).is_none())
     {
         bail!(
             "--ports and --exclude-ports need an object with the '{PORTS_MAP}' map and port policy globals (like the embedded one)"
         );
     }
 
-    if obj.global(CFG_STREAM_BYTES).is_none() && opts.stream_bytes.is_some_and(|n| n > 0) {
+    if obj.global(global::STREAM_BYTES).is_none() && opts.stream_bytes.is_some_and(|n| n > 0) {
         bail!(
-            "--stream-bytes needs an object with the '{CFG_STREAM_BYTES}' global (like the embedded one)"
+            "--stream-bytes needs an object with the '{}' global (like the embedded one)",
+            global::STREAM_BYTES
         );
     }
     if opts.stream_bytes.is_some_and(|n| n > MAX_STREAM_BYTES) {
@@ -514,7 +498,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     );
     let netns_cookie =
         probe::netns_cookie().map_err(|e| anyhow::anyhow!("probing the kernel: {}", e.desc()))?;
-    let netns_keys = match (obj.global(CFG_NETNS_COOKIE).is_some(), netns_cookie) {
+    let netns_keys = match (obj.global(global::NETNS_COOKIE).is_some(), netns_cookie) {
         (false, _) => NetnsKeys::NotInObject,
         (true, true) => NetnsKeys::Yes,
         (true, false) if opts.single_netns => NetnsKeys::NoKernelSupport,
@@ -533,7 +517,10 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
             NetnsKeys::NotInObject => "not used by this object",
         }
     );
-    let streams = match (obj.global(CFG_STREAM_BYTES).is_some(), opts.stream_bytes) {
+    let streams = match (
+        obj.global(global::STREAM_BYTES).is_some(),
+        opts.stream_bytes,
+    ) {
         (false, _) => StreamPolicy::NotInObject,
         (true, Some(0)) => StreamPolicy::NeverAsked,
         (true, Some(n)) => StreamPolicy::After(n),
@@ -546,16 +533,16 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let reads = read_accounting(&mut obj)?;
     let fionread = fionread_fix(&mut obj)?;
     if netns_keys == NetnsKeys::Yes {
-        obj.set_global(CFG_NETNS_COOKIE, &1u32.to_ne_bytes())?;
+        obj.set_global(global::NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
     if streams.bytes() > 0 {
-        obj.set_global(CFG_STREAM_BYTES, &streams.bytes().to_ne_bytes())?;
+        obj.set_global(global::STREAM_BYTES, &streams.bytes().to_ne_bytes())?;
     }
     if port_policy.allow.is_some() {
-        obj.set_global(CFG_PORT_ALLOW, &1u32.to_ne_bytes())?;
+        obj.set_global(global::PORT_ALLOW, &1u32.to_ne_bytes())?;
     }
     if port_policy.deny.is_some() {
-        obj.set_global(CFG_PORT_DENY, &1u32.to_ne_bytes())?;
+        obj.set_global(global::PORT_DENY, &1u32.to_ne_bytes())?;
     }
 
     // Maps first: the programs' instructions need their fds.
@@ -600,7 +587,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     let sock_ops = load("8a", &sock_ops_spec)?;
     let sk_msg = load("8b", &sk_msg_spec)?;
     // The pass-through verdict only where FIONREAD needs it.
-    let sk_skb = match obj.optional_program(prog_type::SK_SKB)? {
+    let sk_skb = match obj.optional_program(ProgType::SK_SKB)? {
         Some(spec) if fionread.attached() => Some(load("8c", spec)?),
         _ => None,
     };
@@ -619,7 +606,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
                 "9. attach {} to {} ({}), before sockets can enter the map: they copy its programs then",
                 prog.name,
                 socket_map.meta().name,
-                crate::sys::attach_type::name(attach_type)
+                attach_type.name()
             );
             attach::attach_to_socket_map(socket_map.as_fd(), prog.as_fd(), attach_type)?;
             let (map_fd, prog_fd) = (dup(socket_map)?, dup(*prog)?);
@@ -661,7 +648,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
             "11. attach {} to {} (BPF_CGROUP_SOCK_OPS, flags BPF_F_ALLOW_MULTI = {:#x})",
             sock_ops.name,
             cgroup.path.display(),
-            crate::sys::attach_type::BPF_F_ALLOW_MULTI
+            rawload_obj::uapi::BPF_F_ALLOW_MULTI
         );
         cgroup.attach_sock_ops(sock_ops.as_fd())?;
         kill_point("cgroup-attached");
@@ -699,28 +686,29 @@ fn read_accounting(obj: &mut Object) -> Result<ReadAccounting> {
         .filter(|g| g.name.starts_with(kfield::PREFIX))
         .map(|g| g.name.clone())
         .collect();
-    if names.is_empty() || obj.global(CFG_KFIELDS).is_none() {
+    if names.is_empty() || obj.global(global::KFIELDS).is_none() {
         return Ok(ReadAccounting::NotInObject);
     }
     narrate!(
         "5b. find {} fields of the kernel's struct sock in {} (rawload's CO-RE: one .rodata constant each)",
         names.len(),
-        kfield::VMLINUX_BTF
+        crate::vmlinux::PATH
     );
     if let Err(e) = fill_kfields(obj, &names) {
         narrate!("   -> {e:#}: the programs will not read them");
         return Ok(ReadAccounting::NoKernelFields(format!("{e:#}")));
     }
-    obj.set_global(CFG_KFIELDS, &1u32.to_ne_bytes())?;
+    obj.set_global(global::KFIELDS, &1u32.to_ne_bytes())?;
     narrate!("5c. probe: are bytes redirected into a socket counted in its sk_rmem_alloc?");
     let counted = probe::redirect_counts_in_rmem()?;
     narrate!(
-        "   -> {counted:?}: .rodata {CFG_RMEM_COUNTS_REDIRECT} = {}",
+        "   -> {counted:?}: .rodata {} = {}",
+        global::RMEM_COUNTS_REDIRECT,
         u32::from(counted == Some(true))
     );
     Ok(match counted {
         Some(true) => {
-            obj.set_global(CFG_RMEM_COUNTS_REDIRECT, &1u32.to_ne_bytes())?;
+            obj.set_global(global::RMEM_COUNTS_REDIRECT, &1u32.to_ne_bytes())?;
             ReadAccounting::Exact
         }
         Some(false) => ReadAccounting::NotCounted,
@@ -730,7 +718,7 @@ fn read_accounting(obj: &mut Object) -> Result<ReadAccounting> {
 
 /// Resolves each `kfield_*` global against the kernel's BTF and writes it.
 fn fill_kfields(obj: &mut Object, names: &[String]) -> Result<()> {
-    let btf = kfield::kernel_btf()?;
+    let btf = crate::vmlinux::btf()?;
     for name in names {
         let init = obj
             .global_bytes(name)
@@ -752,7 +740,9 @@ fn fill_kfields(obj: &mut Object, names: &[String]) -> Result<()> {
 /// Probes FIONREAD where the object can fix it with its sk_skb verdict, and
 /// sets `cfg_skb_verdict` when the verdict will be attached.
 fn fionread_fix(obj: &mut Object) -> Result<FionreadFix> {
-    if obj.optional_program(prog_type::SK_SKB)?.is_none() || obj.global(CFG_SKB_VERDICT).is_none() {
+    if obj.optional_program(ProgType::SK_SKB)?.is_none()
+        || obj.global(global::SKB_VERDICT).is_none()
+    {
         return Ok(FionreadFix::NotInObject);
     }
     narrate!(
@@ -765,7 +755,7 @@ fn fionread_fix(obj: &mut Object) -> Result<FionreadFix> {
     };
     narrate!("   -> {fix:?}");
     if fix.attached() {
-        obj.set_global(CFG_SKB_VERDICT, &1u32.to_ne_bytes())?;
+        obj.set_global(global::SKB_VERDICT, &1u32.to_ne_bytes())?;
     }
     Ok(fix)
 }

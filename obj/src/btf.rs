@@ -96,7 +96,7 @@ pub enum Type {
 }
 
 /// Parsed BTF: `types[id]`, with id 0 being `void`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Btf {
     types: Vec<Type>,
 }

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::loader::{self, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys, ObjectSource};
 use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
 use crate::traffic::{self, Transfer};
+use rawload_loader::pipeline::{
+    self, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys, ObjectSource,
+};
 
 /// The test cases: (label, listen address, client host).
 const CASES: [(&str, &str, &str); 3] = [
@@ -39,7 +41,7 @@ fn mib(bytes: u64) -> f64 {
 /// Runs the selftest, printing one line per check to `out`. Returns whether
 /// every check passed.
 pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<bool> {
-    loader::require_privileges("selftest")?;
+    pipeline::require_privileges("selftest")?;
     let exe = std::env::current_exe().context("finding the rawload binary")?;
     let unique = format!("rawload-selftest-{}", std::process::id());
     let cgroup = PrivateCgroup::create(&unique)?;
@@ -116,14 +118,18 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
         }
     }
 
-    if object.parse()?.global(loader::CFG_STREAM_BYTES).is_some() {
+    if object
+        .parse()?
+        .global(rawload_loader::contract::global::STREAM_BYTES)
+        .is_some()
+    {
         let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
         line(out, Some(ok), &text)?;
     } else {
         line(out, None, "backpressure: this object has no bound")?;
     }
 
-    match loader::detach(pins.path(), None)? {
+    match pipeline::detach(pins.path(), None)? {
         DetachOutcome::Detached(d) if d.sock_ops => line(out, Some(true), "detached")?,
         other => line(
             out,

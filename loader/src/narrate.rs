@@ -1,8 +1,9 @@
 //! `--explain`: say what is happening, as it happens.
 //!
-//! Off by default. When on, the loader announces each step and the syscall
-//! layer prints every `bpf(2)` command with the fields it sends and what the
-//! kernel answered, so a reader can follow the whole load on a live system.
+//! Off by default. When on, the loader announces each step and every
+//! `bpf(2)` command the syscall layer reports (the fields it sends and what
+//! the kernel answered) is printed, so a reader can follow the whole load on
+//! a live system.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,11 @@ static ON: AtomicBool = AtomicBool::new(false);
 
 pub fn enable() {
     ON.store(true, Ordering::Relaxed);
+    crate::sys::watch(|command, fields, answer| {
+        say(format_args!(
+            "      bpf({command}, {{{fields}}}) = {answer}"
+        ));
+    });
 }
 
 pub fn enabled() -> bool {

@@ -36,7 +36,7 @@ use crate::obj::{
     program_kind,
 };
 use crate::reloc::{FnReloc, Function, link};
-use crate::sys::{BPF_F_RDONLY_PROG, map_type};
+use crate::uapi::{BPF_F_RDONLY_PROG, MapType};
 
 /// `R_BPF_64_64`: an `ld_imm64` loads the address of a map or variable.
 const R_BPF_64_64: u32 = 1;
@@ -157,8 +157,9 @@ impl<'a, 'd> Reader<'a, 'd> {
     fn read(mut self) -> Result<Object> {
         let license = self.license()?;
         let kern_version = self.version()?;
+        let btf = self.btf()?;
         self.read_legacy_maps()?;
-        self.read_btf_maps()?;
+        self.read_btf_maps(btf.as_ref())?;
         let mut functions = self.functions()?;
         self.read_relocations(&mut functions)?;
 
@@ -188,7 +189,17 @@ impl<'a, 'd> Reader<'a, 'd> {
             maps: self.maps,
             programs,
             sections: self.sections.into_iter().map(|(_, s)| s).collect(),
+            btf,
         })
+    }
+
+    /// `.BTF`, if the object has it (clang -g writes it).
+    fn btf(&self) -> Result<Option<Btf>> {
+        let Some(section) = self.section_named(".BTF") else {
+            return Ok(None);
+        };
+        let data = section.data().map_err(|e| anyhow!(".BTF: {e}"))?;
+        Ok(Some(Btf::parse(data).context("reading .BTF")?))
     }
 
     fn section_named(&self, name: &str) -> Option<object::Section<'d, 'a>> {
@@ -286,7 +297,7 @@ impl<'a, 'd> Reader<'a, 'd> {
             };
             let spec = MapSpec {
                 name: name.clone(),
-                map_type: field(0),
+                map_type: MapType(field(0)),
                 key_size: field(1),
                 value_size: field(2),
                 max_entries: field(3),
@@ -302,15 +313,12 @@ impl<'a, 'd> Reader<'a, 'd> {
     }
 
     /// BTF-defined `.maps`: read each map's attributes from its BTF type.
-    fn read_btf_maps(&mut self) -> Result<()> {
+    fn read_btf_maps(&mut self, btf: Option<&Btf>) -> Result<()> {
         let Some(sec) = self.btf_maps else {
             return Ok(());
         };
-        let btf_section = self
-            .section_named(".BTF")
-            .context("the object has a .maps section but no .BTF: compile with clang -g")?;
-        let btf = Btf::parse(btf_section.data().map_err(|e| anyhow!(".BTF: {e}"))?)
-            .context("reading .BTF")?;
+        let btf =
+            btf.context("the object has a .maps section but no .BTF: compile with clang -g")?;
         let vars = btf
             .datasec(".maps")
             .context(".BTF does not describe the .maps section")?;
@@ -325,7 +333,7 @@ impl<'a, 'd> Reader<'a, 'd> {
                 symbol_ok,
                 "map '{name}' is in .BTF but has no symbol in .maps"
             );
-            let spec = btf_map(&btf, name, *target).with_context(|| format!("map '{name}'"))?;
+            let spec = btf_map(btf, name, *target).with_context(|| format!("map '{name}'"))?;
             validate_map(&spec)?;
             self.maps.push(spec);
         }
@@ -595,7 +603,7 @@ impl<'a, 'd> Reader<'a, 'd> {
         }
         let spec = MapSpec {
             name: name.to_string(),
-            map_type: map_type::ARRAY,
+            map_type: MapType::ARRAY,
             key_size: 4,
             value_size: size as u32,
             max_entries: 1,
@@ -683,7 +691,7 @@ fn btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapSpec> {
     };
     Ok(MapSpec {
         name: name.to_string(),
-        map_type: map_type.context("no map type")?,
+        map_type: MapType(map_type.context("no map type")?),
         key_size: pick(key, key_size, "key")?,
         value_size: pick(value, value_size, "value")?,
         max_entries: max_entries.context("no max_entries")?,
@@ -698,19 +706,19 @@ fn btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapSpec> {
 fn validate_map(m: &MapSpec) -> Result<()> {
     let n = &m.name;
     let known = [
-        map_type::HASH,
-        map_type::ARRAY,
-        map_type::PERCPU_HASH,
-        map_type::PERCPU_ARRAY,
-        map_type::LRU_HASH,
-        map_type::LRU_PERCPU_HASH,
-        map_type::SOCKMAP,
-        map_type::SOCKHASH,
+        MapType::HASH,
+        MapType::ARRAY,
+        MapType::PERCPU_HASH,
+        MapType::PERCPU_ARRAY,
+        MapType::LRU_HASH,
+        MapType::LRU_PERCPU_HASH,
+        MapType::SOCKMAP,
+        MapType::SOCKHASH,
     ];
     ensure!(
         known.contains(&m.map_type),
         "map '{n}' has type {}, which rawload does not create",
-        m.map_type
+        m.map_type.0
     );
     ensure!(
         (1..=MAX_KEY_SIZE).contains(&m.key_size),
@@ -727,10 +735,10 @@ fn validate_map(m: &MapSpec) -> Result<()> {
         "map '{n}' has max_entries {} (must be 1..={MAX_ENTRIES})",
         m.max_entries
     );
-    if matches!(m.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY) {
+    if matches!(m.map_type, MapType::ARRAY | MapType::PERCPU_ARRAY) {
         ensure!(m.key_size == 4, "array map '{n}' must have a 4-byte key");
     }
-    if matches!(m.map_type, map_type::SOCKMAP | map_type::SOCKHASH) {
+    if matches!(m.map_type, MapType::SOCKMAP | MapType::SOCKHASH) {
         ensure!(
             m.value_size == 4 || m.value_size == 8,
             "socket map '{n}' must have a 4- or 8-byte value, not {}",

@@ -12,12 +12,13 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use crate::disasm;
-use crate::insn::INSN_SIZE;
-use crate::loader::{self, ObjectSource};
-use crate::obj::{MapOrigin, Object, RefKind};
-use crate::reloc;
-use crate::sys::{BPF_F_RDONLY_PROG, map_type, prog_type};
+use rawload_loader::pipeline::{self, ObjectSource};
+use rawload_loader::sys::BPF_F_RDONLY_PROG;
+use rawload_obj::disasm;
+use rawload_obj::insn::INSN_SIZE;
+use rawload_obj::obj::{MapOrigin, Object, RefKind};
+use rawload_obj::reloc;
+use rawload_obj::uapi::ProgType;
 
 /// The example fd of map `i` in the listing: real fds exist only at load time.
 const EXAMPLE_FD_BASE: i32 = 100;
@@ -66,7 +67,7 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
             o,
             "  #{i} {:<16} {:<12} key {:>2} B, value {:>5} B, {:>5} entries{flags}\n      from {}",
             m.name,
-            map_type::name(m.map_type),
+            m.map_type.name(),
             m.key_size,
             m.value_size,
             m.max_entries,
@@ -91,8 +92,8 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
             "\nprogram {} (section `{}`: {}, attach type {})",
             p.name,
             p.section,
-            prog_type::name(p.kind.prog_type),
-            p.kind.expected_attach_type
+            p.kind.prog_type.name(),
+            p.kind.expected_attach_type.0
         );
         let _ = writeln!(
             o,
@@ -155,15 +156,15 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
 
 /// The attach sequence for this object.
 fn next_steps(obj: &Object) -> String {
-    let sock_ops = obj.program(prog_type::SOCK_OPS).map(|p| p.name.clone());
-    let sk_msg = obj.program(prog_type::SK_MSG).map(|p| p.name.clone());
+    let sock_ops = obj.program(ProgType::SOCK_OPS).map(|p| p.name.clone());
+    let sk_msg = obj.program(ProgType::SK_MSG).map(|p| p.name.clone());
     let (Ok(sock_ops), Ok(sk_msg)) = (sock_ops, sk_msg) else {
         return "rawload attach needs exactly one sockops and one sk_msg program; this object cannot be attached".into();
     };
     let socket_map = obj
-        .program(prog_type::SK_MSG)
+        .program(ProgType::SK_MSG)
         .ok()
-        .and_then(|p| loader::socket_map(obj, p).ok())
+        .and_then(|p| pipeline::socket_map(obj, p).ok())
         .map_or("?".to_string(), |i| obj.maps[i].name.clone());
     let insns: usize = obj.programs.iter().map(|p| p.insns.len()).sum();
     format!(

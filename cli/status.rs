@@ -12,44 +12,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::attach::{self, Cgroup};
 use crate::json::{Json, obj};
-use crate::maps::Map;
-use crate::pin::{AttachRecord, PinDir, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM_PINS};
-use crate::sys::{self, attach_type, map_type, prog_type};
+use rawload_loader::attach::{self, Cgroup};
+use rawload_loader::maps::Map;
+use rawload_loader::pin::{AttachRecord, PinDir, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM_PINS};
+use rawload_loader::sys;
+use rawload_obj::uapi::{AttachType, MapType, ProgType};
 
-/// The fields of `struct counters` in bpf-src/rawload.bpf.c, in order (a
-/// unit test checks this against the object's BTF).
-pub const COUNTER_NAMES: [&str; 21] = [
-    "sockets_inserted",
-    "insert_exists",
-    "insert_full",
-    "insert_busy",
-    "insert_other",
-    "skipped_remote",
-    "skipped_port",
-    "skipped_sent",
-    "skipped_peer",
-    "peers_removed",
-    "msgs_redirected",
-    "bytes_redirected",
-    "msgs_missed",
-    "bytes_missed",
-    "msgs_tcp_only",
-    "bytes_tcp_only",
-    "streams_to_tcp",
-    "left_unpaired",
-    "left_peer_gone",
-    "left_tcp",
-    "state_missing",
-];
-/// The map holding them.
-pub const STATS_MAP: &str = "rawload_stats";
+use rawload_loader::contract::{COUNTER_NAMES, STATS_MAP};
 
 #[derive(Debug, Clone)]
 pub struct ProgStatus {
     pub id: u32,
-    pub prog_type: u32,
+    pub prog_type: ProgType,
     pub name: String,
     pub tag: String,
     pub map_ids: Vec<u32>,
@@ -63,7 +38,7 @@ pub struct ProgStatus {
 #[derive(Debug, Clone)]
 pub struct MapStatus {
     pub id: u32,
-    pub map_type: u32,
+    pub map_type: MapType,
     pub name: String,
     pub key_size: u32,
     pub value_size: u32,
@@ -96,8 +71,8 @@ impl Status {
     /// loaded and attached where they should be.
     pub fn attached(&self) -> bool {
         let has = |t| self.programs.iter().any(|p| p.prog_type == t);
-        has(prog_type::SOCK_OPS)
-            && has(prog_type::SK_MSG)
+        has(ProgType::SOCK_OPS)
+            && has(ProgType::SK_MSG)
             && self.programs.iter().all(|p| p.attached != Some(false))
     }
 
@@ -111,7 +86,7 @@ impl Status {
     pub fn socket_map(&self) -> Option<&MapStatus> {
         self.maps
             .iter()
-            .find(|m| matches!(m.map_type, map_type::SOCKHASH | map_type::SOCKMAP))
+            .find(|m| matches!(m.map_type, MapType::SOCKHASH | MapType::SOCKMAP))
     }
 }
 
@@ -161,7 +136,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Reads the attachment behind `pin_dir`; `None` if nothing is pinned there.
 pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
-    crate::loader::require_privileges("status")?;
+    rawload_loader::pipeline::require_privileges("status")?;
     let Some(dir) = PinDir::existing(pin_dir) else {
         return Ok(None);
     };
@@ -210,14 +185,14 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
 
     let uptime = uptime_secs();
     let mut programs = Vec::new();
-    let pins = std::iter::once((SOCK_OPS_PIN, attach_type::CGROUP_SOCK_OPS))
-        .chain(SOCKET_MAP_PROGRAM_PINS);
+    let pins =
+        std::iter::once((SOCK_OPS_PIN, AttachType::CGROUP_SOCK_OPS)).chain(SOCKET_MAP_PROGRAM_PINS);
     for (pin, attach_type) in pins {
         let Some(fd) = dir.get(pin)? else { continue };
         let (info, map_ids) =
             sys::prog_info(fd.as_fd()).with_context(|| format!("reading {pin}"))?;
-        let attached = match info.prog_type {
-            prog_type::SOCK_OPS => Some(cgroup_programs.iter().any(|(id, _)| *id == info.id)),
+        let attached = match ProgType(info.prog_type) {
+            ProgType::SOCK_OPS => Some(cgroup_programs.iter().any(|(id, _)| *id == info.id)),
             // The kernel can list a sockmap's programs only since 5.19.
             _ => socket_map
                 .as_ref()
@@ -226,7 +201,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
         };
         programs.push(ProgStatus {
             id: info.id,
-            prog_type: info.prog_type,
+            prog_type: ProgType(info.prog_type),
             name: sys::cstr_field(&info.name),
             tag: hex(&info.tag),
             map_ids,
@@ -282,7 +257,7 @@ fn flags_name(flags: u32) -> &'static str {
     match flags {
         0 => "exclusive",
         1 => "override",
-        f if f & attach_type::BPF_F_ALLOW_MULTI != 0 => "multi",
+        f if f & rawload_obj::uapi::BPF_F_ALLOW_MULTI != 0 => "multi",
         _ => "other",
     }
 }
@@ -318,8 +293,8 @@ pub fn render(s: &Status) -> String {
         }
     }
     let policy = match s.stream_bytes {
-        Some(0) => Some(crate::loader::StreamPolicy::NeverAsked),
-        Some(n) => Some(crate::loader::StreamPolicy::After(n)),
+        Some(0) => Some(rawload_loader::pipeline::StreamPolicy::NeverAsked),
+        Some(n) => Some(rawload_loader::pipeline::StreamPolicy::After(n)),
         None => None,
     };
     if let Some(line) = policy.and_then(|p| p.describe()) {
@@ -336,7 +311,7 @@ pub fn render(s: &Status) -> String {
             o,
             "  {:>5}  {:<8}  {:<16} tag {}  maps {:?}  {attached}",
             p.id,
-            prog_type::name(p.prog_type),
+            p.prog_type.name(),
             p.name,
             p.tag,
             p.map_ids
@@ -360,7 +335,7 @@ pub fn render(s: &Status) -> String {
             o,
             "  {:>5}  {:<12}  {:<16} key {:>2} B  value {:>4} B  entries {}/{}",
             m.id,
-            map_type::name(m.map_type),
+            m.map_type.name(),
             m.name,
             m.key_size,
             m.value_size,
@@ -417,7 +392,7 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> 
         .map(|p| {
             obj([
                 ("id", p.id.into()),
-                ("type", prog_type::name(p.prog_type).into()),
+                ("type", p.prog_type.name().into()),
                 ("name", p.name.clone().into()),
                 ("tag", p.tag.clone().into()),
                 ("map_ids", p.map_ids.clone().into()),
@@ -433,7 +408,7 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> 
         .map(|m| {
             obj([
                 ("id", m.id.into()),
-                ("type", map_type::name(m.map_type).into()),
+                ("type", m.map_type.name().into()),
                 ("name", m.name.clone().into()),
                 ("key_size", m.key_size.into()),
                 ("value_size", m.value_size.into()),
@@ -469,29 +444,4 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> 
         ("counters", counters),
         ("other_rawload_programs", programs_json(&s.others)),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counter_names_match_the_object() {
-        let obj = crate::elf::parse(crate::loader::RELEASE_OBJECT).unwrap();
-        let stats = &obj.maps[obj.map_index(STATS_MAP).unwrap()];
-        assert_eq!(stats.value_size as usize, COUNTER_NAMES.len() * 8);
-        // The BTF of struct counters lists the same fields in the same order.
-        let data = crate::loader::RELEASE_OBJECT;
-        let file = object::File::parse(data).unwrap();
-        use object::{Object as _, ObjectSection as _};
-        let btf =
-            crate::btf::Btf::parse(file.section_by_name(".BTF").unwrap().data().unwrap()).unwrap();
-        let names: Vec<&str> = btf
-            .struct_members("counters")
-            .unwrap()
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect();
-        assert_eq!(names, COUNTER_NAMES);
-    }
 }

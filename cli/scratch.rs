@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::attach;
-use crate::loader::{self, AttachOptions, AttachOutcome, Attached, ObjectSource};
-use crate::pin::BPFFS_MOUNT;
+use rawload_loader::attach;
+use rawload_loader::pin::BPFFS_MOUNT;
+use rawload_loader::pipeline::{self, AttachOptions, AttachOutcome, Attached, ObjectSource};
 
 /// A child cgroup of the cgroup2 root, removed on drop after ending the
 /// processes in it (only the caller's own children can be there).
@@ -58,7 +58,7 @@ pub fn attach_private(
     object: ObjectSource,
     stream_bytes: Option<u32>,
 ) -> Result<Attached> {
-    match loader::attach(&AttachOptions {
+    match pipeline::attach(&AttachOptions {
         cgroup: cgroup.path().to_path_buf(),
         pin_dir: pins.path().to_path_buf(),
         object,
@@ -93,7 +93,7 @@ impl PrivatePins {
 impl Drop for PrivatePins {
     fn drop(&mut self) {
         if self.0.exists() {
-            let _ = loader::detach(&self.0, None);
+            let _ = pipeline::detach(&self.0, None);
         }
     }
 }

@@ -19,6 +19,8 @@
 
 use std::mem::{offset_of, size_of};
 
+use rawload_obj::uapi::{MapType, ProgType};
+
 /// Readable field lists for `--explain` (pointers shown as addresses: the
 /// kernel copies from them during the call).
 pub trait Fields {
@@ -35,7 +37,7 @@ impl Fields for MapCreate {
         format!(
             "map_type={} ({}), key_size={}, value_size={}, max_entries={}, map_flags={:#x}, map_name=\"{}\"",
             self.map_type,
-            super::map_type::name(self.map_type),
+            MapType(self.map_type).name(),
             self.key_size,
             self.value_size,
             self.max_entries,
@@ -65,7 +67,7 @@ impl Fields for ProgLoad {
         format!(
             "prog_type={} ({}), insn_cnt={}, insns={:#x}, license={:#x}, log_level={}, log_size={}, kern_version={}, prog_name=\"{}\", expected_attach_type={}",
             self.prog_type,
-            super::prog_type::name(self.prog_type),
+            ProgType(self.prog_type).name(),
             self.insn_cnt,
             self.insns,
             self.license,

@@ -14,7 +14,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 
 use super::stream::{Fnv, Keystream, splitmix64};
 use super::{PeerConfig, Reader, RecvMode, SendMode};
-use crate::sys;
+use rawload_loader::sys;
 
 /// What one connection saw, both directions.
 #[derive(Debug, Default, Clone)]

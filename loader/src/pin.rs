@@ -11,6 +11,7 @@
 //! (which cgroup) are kept in a tiny array map pinned next to the programs:
 //! the [`AttachRecord`].
 
+use rawload_obj::uapi::{AttachType, MapType};
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +23,7 @@ use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
-use crate::sys::{self, MapCreateArgs, MapFd, map_type};
+use crate::sys::{self, MapCreateArgs, MapFd};
 
 /// Where distributions mount bpffs, and rawload's default pin directory.
 pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
@@ -34,9 +35,12 @@ pub const SOCK_OPS_PIN: &str = "prog_sockops";
 pub const SK_MSG_PIN: &str = "prog_sk_msg";
 pub const SK_SKB_PIN: &str = "prog_sk_skb";
 /// The pins of programs attached to the socket map, with their attach types.
-pub const SOCKET_MAP_PROGRAM_PINS: [(&str, u32); 2] = [
-    (SK_MSG_PIN, crate::sys::attach_type::SK_MSG_VERDICT),
-    (SK_SKB_PIN, crate::sys::attach_type::SK_SKB_STREAM_VERDICT),
+pub const SOCKET_MAP_PROGRAM_PINS: [(&str, AttachType); 2] = [
+    (SK_MSG_PIN, rawload_obj::uapi::AttachType::SK_MSG_VERDICT),
+    (
+        SK_SKB_PIN,
+        rawload_obj::uapi::AttachType::SK_SKB_STREAM_VERDICT,
+    ),
 ];
 pub const RECORD_PIN: &str = "state";
 
@@ -272,7 +276,7 @@ impl AttachRecord {
     /// Creates the record map, writes the record and pins it.
     pub fn pin(&self, dir: &PinDir) -> Result<()> {
         let map = MapFd::create(&MapCreateArgs {
-            map_type: map_type::ARRAY,
+            map_type: MapType::ARRAY,
             key_size: 4,
             value_size: RECORD_SIZE as u32,
             max_entries: 1,

@@ -10,12 +10,12 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
-use crate::attach;
-use crate::kfield;
-use crate::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
-use crate::probe;
 use crate::status;
-use crate::sys::{map_type, prog_type};
+use rawload_loader::attach;
+use rawload_loader::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
+use rawload_loader::probe;
+use rawload_obj::kfield;
+use rawload_obj::uapi::{MapType, ProgType};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn capabilities() -> Check {
         .filter(|(bit, _)| caps & (1 << bit) != 0)
         .map(|(_, n)| *n)
         .collect();
-    match crate::loader::require_privileges("") {
+    match rawload_loader::pipeline::require_privileges("") {
         Ok(()) => check("capabilities", Verdict::Ok, have.join(" ")),
         Err(_) => check(
             "capabilities",
@@ -120,7 +120,7 @@ fn fionread() -> Check {
 /// The kernel's BTF, where the programs find the fields of struct sock they
 /// read (what waits to be read, SO_RCVBUF, SO_SNDBUF).
 fn kernel_fields() -> Check {
-    let found = kfield::kernel_btf().and_then(|btf| {
+    let found = rawload_loader::vmlinux::btf().and_then(|btf| {
         kfield::resolve(&btf, "sock", &["sk_backlog", "rmem_alloc"], 4).map(|f| f.offset)
     });
     match found {
@@ -129,7 +129,7 @@ fn kernel_fields() -> Check {
             Verdict::Ok,
             format!(
                 "{}: struct sock's sk_rmem_alloc at byte {offset}",
-                kfield::VMLINUX_BTF
+                rawload_loader::vmlinux::PATH
             ),
         ),
         Err(e) => check(
@@ -180,7 +180,7 @@ pub fn checks() -> Vec<Check> {
     // used up by maps still being freed (a detach just before), and the
     // probes would then fail as if bpf(2) were refused.
     probe::raise_memlock();
-    let bpf = probe::map_type(map_type::ARRAY, 4, 4);
+    let bpf = probe::map_type(MapType::ARRAY, 4, 4);
     let bpf_ok = matches!(bpf, Ok(true));
     let (v, d) = match bpf {
         Err(Errno::ENOSYS) => (
@@ -193,19 +193,19 @@ pub fn checks() -> Vec<Check> {
 
     if bpf_ok {
         let (v, d) = probe_result(
-            probe::map_type(map_type::SOCKHASH, 4, 8),
+            probe::map_type(MapType::SOCKHASH, 4, 8),
             "BPF_MAP_TYPE_SOCKHASH with 8-byte values",
             "no SOCKHASH (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG, 4.18+)",
         );
         out.push(check("sockhash", v, d));
         let (v, d) = probe_result(
-            probe::program_type(prog_type::SK_MSG),
+            probe::program_type(ProgType::SK_MSG),
             "BPF_PROG_TYPE_SK_MSG",
             "no sk_msg programs (4.17+, CONFIG_NET_SOCK_MSG)",
         );
         out.push(check("sk_msg", v, d));
         let (v, d) = probe_result(
-            probe::program_type(prog_type::SOCK_OPS),
+            probe::program_type(ProgType::SOCK_OPS),
             "BPF_PROG_TYPE_SOCK_OPS",
             "no sock_ops programs (4.13+, CONFIG_CGROUP_BPF)",
         );

@@ -27,9 +27,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::json::Json;
-use crate::loader::{self, ObjectSource};
 use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
+use rawload_loader::pipeline::{self, ObjectSource};
 
 pub use report::{Summary, render_svg, render_table, to_json};
 
@@ -261,7 +261,7 @@ fn rawload_counters(pins: &Path) -> Result<(u64, u64)> {
 
 /// Runs the benchmark; progress lines go to `progress`.
 pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
-    loader::require_privileges("bench")?;
+    pipeline::require_privileges("bench")?;
     let exe = std::env::current_exe().context("finding the rawload binary")?;
     let tag = format!("rawload-bench-{}", std::process::id());
     let plain = PrivateCgroup::create(&format!("{tag}-plain"))?;

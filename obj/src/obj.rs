@@ -11,8 +11,9 @@ use std::ffi::CString;
 
 use anyhow::{Result, bail};
 
+use crate::btf::Btf;
 use crate::insn::Insn;
-use crate::sys::{attach_type, prog_type};
+use crate::uapi::{AttachType, MapType, ProgType};
 
 /// A parsed eBPF object.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Object {
     pub programs: Vec<ProgramSpec>,
     /// Every section, with what the loader made of it (for `explain`).
     pub sections: Vec<SectionInfo>,
+    /// `.BTF`, read on the host only (never loaded into the kernel).
+    pub btf: Option<Btf>,
 }
 
 /// One ELF section and its role.
@@ -95,7 +98,7 @@ pub enum MapOrigin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapSpec {
     pub name: String,
-    pub map_type: u32,
+    pub map_type: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -146,25 +149,25 @@ pub struct Placement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgKind {
     pub section: &'static str,
-    pub prog_type: u32,
-    pub expected_attach_type: u32,
+    pub prog_type: ProgType,
+    pub expected_attach_type: AttachType,
 }
 
 pub const PROGRAM_KINDS: &[ProgKind] = &[
     ProgKind {
         section: "sockops",
-        prog_type: prog_type::SOCK_OPS,
-        expected_attach_type: attach_type::CGROUP_SOCK_OPS,
+        prog_type: ProgType::SOCK_OPS,
+        expected_attach_type: AttachType::CGROUP_SOCK_OPS,
     },
     ProgKind {
         section: "sk_msg",
-        prog_type: prog_type::SK_MSG,
-        expected_attach_type: attach_type::SK_MSG_VERDICT,
+        prog_type: ProgType::SK_MSG,
+        expected_attach_type: AttachType::SK_MSG_VERDICT,
     },
     ProgKind {
         section: "sk_skb",
-        prog_type: prog_type::SK_SKB,
-        expected_attach_type: attach_type::SK_SKB_STREAM_VERDICT,
+        prog_type: ProgType::SK_SKB,
+        expected_attach_type: AttachType::SK_SKB_STREAM_VERDICT,
     },
 ];
 
@@ -192,19 +195,19 @@ pub struct ProgramSpec {
 impl Object {
     /// The one program of the given type; an object for rawload has exactly
     /// one sock_ops and one sk_msg program.
-    pub fn program(&self, prog_type: u32) -> Result<&ProgramSpec> {
+    pub fn program(&self, prog_type: ProgType) -> Result<&ProgramSpec> {
         match self.optional_program(prog_type)? {
             Some(p) => Ok(p),
             None => bail!(
                 "the object has no {} program (expected a SEC(\"{}\") function)",
-                prog_type::name(prog_type),
+                prog_type.name(),
                 section_for(prog_type)
             ),
         }
     }
 
     /// The program of the given type if there is one (at most one).
-    pub fn optional_program(&self, prog_type: u32) -> Result<Option<&ProgramSpec>> {
+    pub fn optional_program(&self, prog_type: ProgType) -> Result<Option<&ProgramSpec>> {
         let mut found = self
             .programs
             .iter()
@@ -213,7 +216,7 @@ impl Object {
         if let (Some(first), Some(second)) = (first, found.next()) {
             bail!(
                 "the object has more than one {} program ({} and {}); rawload loads at most one",
-                prog_type::name(prog_type),
+                prog_type.name(),
                 first.name,
                 second.name
             );
@@ -274,7 +277,7 @@ impl Object {
     }
 }
 
-fn section_for(prog_type: u32) -> &'static str {
+fn section_for(prog_type: ProgType) -> &'static str {
     PROGRAM_KINDS
         .iter()
         .find(|k| k.prog_type == prog_type)
@@ -289,11 +292,11 @@ mod tests {
     fn section_names() {
         assert_eq!(
             program_kind("sockops").unwrap().prog_type,
-            prog_type::SOCK_OPS
+            ProgType::SOCK_OPS
         );
         assert_eq!(
             program_kind("sk_msg/bypass").unwrap().prog_type,
-            prog_type::SK_MSG
+            ProgType::SK_MSG
         );
         assert!(program_kind("sockops_x").is_none());
         assert!(program_kind("kprobe/tcp_sendmsg").is_none());

@@ -12,20 +12,22 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::attach;
 use crate::bench::{self, BenchOptions, Transport, Workload};
 use crate::doctor;
 use crate::explain;
 use crate::json::Json;
-use crate::loader::{self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource};
-use crate::pin::DEFAULT_PIN_DIR;
-use crate::policy::PortSet;
-use crate::probe::Memlock;
-use crate::programs::VerifierError;
 use crate::selftest;
 use crate::status;
 use crate::trace;
 use crate::traffic::{self, Pattern, PeerConfig, Reader, RecvMode, SendMode};
+use rawload_loader::attach;
+use rawload_loader::pin::DEFAULT_PIN_DIR;
+use rawload_loader::pipeline::{
+    self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource,
+};
+use rawload_loader::policy::PortSet;
+use rawload_loader::probe::Memlock;
+use rawload_loader::programs::VerifierError;
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +127,7 @@ fn parse_stream_bytes(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
     u32::try_from(n)
         .ok()
-        .filter(|&n| n <= loader::MAX_STREAM_BYTES)
+        .filter(|&n| n <= pipeline::MAX_STREAM_BYTES)
         .ok_or_else(|| format!("'{s}' is more than 1G"))
 }
 
@@ -473,7 +475,7 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
 
 fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
     if a.explain {
-        crate::narrate::enable();
+        rawload_loader::narrate::enable();
     }
     let cgroup = match a.cgroup {
         Some(c) => c,
@@ -493,7 +495,7 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         single_netns: a.single_netns,
         stream_bytes: a.stream.stream_bytes,
     };
-    match loader::attach(&opts)? {
+    match pipeline::attach(&opts)? {
         AttachOutcome::AlreadyAttached { cgroup } => out(&format!(
             "rawload is already attached to {} (pins in {}); nothing to do\n",
             cgroup.display(),
@@ -544,16 +546,16 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         }
     }
     if a.hold {
-        let signal = loader::wait_for_stop_signal()?;
+        let signal = pipeline::wait_for_stop_signal()?;
         out(&format!("rawload: {signal}: detaching\n"))?;
-        loader::detach(&opts.pin_dir, Some(&opts.cgroup))?;
+        pipeline::detach(&opts.pin_dir, Some(&opts.cgroup))?;
         out("rawload: detached\n")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {
-    match loader::detach(&d.pin.pin_dir, d.cgroup.as_deref())? {
+    match pipeline::detach(&d.pin.pin_dir, d.cgroup.as_deref())? {
         DetachOutcome::NotAttached => out(&format!(
             "rawload is not attached (no pins in {}); nothing to do\n",
             d.pin.pin_dir.display()
