@@ -23,7 +23,7 @@ use crate::traffic::{self, Pattern, PeerConfig, Reader, RecvMode, SendMode};
 use rawload_loader::attach;
 use rawload_loader::pin::DEFAULT_PIN_DIR;
 use rawload_loader::pipeline::{
-    self, AttachOptions, AttachOutcome, DetachOutcome, NetnsKeys, ObjectSource,
+    self, AttachOptions, AttachOutcome, Attached, DetachOutcome, NetnsKeys, ObjectSource,
 };
 use rawload_loader::policy::PortSet;
 use rawload_loader::probe::Memlock;
@@ -495,63 +495,71 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         single_netns: a.single_netns,
         stream_bytes: a.stream.stream_bytes,
     };
+    if a.hold {
+        // From before the attach: a SIGTERM while it runs stays pending
+        // until the wait below takes it and detaches.
+        rawload_loader::privileges::block_stop_signals()?;
+    }
     match pipeline::attach(&opts)? {
         AttachOutcome::AlreadyAttached { cgroup } => out(&format!(
             "rawload is already attached to {} (pins in {}); nothing to do\n",
             cgroup.display(),
             opts.pin_dir.display()
         ))?,
-        AttachOutcome::Attached(at) => {
-            let mut text = String::new();
-            if at.recovered {
-                text.push_str("rawload: cleaned up the pins of an interrupted earlier attach\n");
-            }
-            text.push_str(&format!(
-                "rawload: attached to cgroup {} (pins in {})\n  programs {}; {} maps; {} host addresses treated as local\n",
-                at.cgroup.display(),
-                at.pin_dir.display(),
-                at.programs.join(", "),
-                at.maps,
-                at.host_addresses,
-            ));
-            text.push_str(match at.netns_keys {
-                NetnsKeys::Yes => "  socket keys include the network namespace\n",
-                NetnsKeys::NoKernelSupport => {
-                    "  socket keys cannot include the network namespace on this kernel (< 5.15): --single-netns\n"
-                }
-                NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
-            });
-            if let Some(line) = at.streams.describe() {
-                text.push_str(&format!("  {line}\n"));
-            }
-            if let Some(line) = at.reads.describe() {
-                text.push_str(&format!("  {line}\n"));
-            }
-            if let Some(line) = at.fionread.describe() {
-                text.push_str(&format!("  {line}\n"));
-            }
-            if let Memlock::Refused(e) = at.memlock {
-                text.push_str(&format!(
-                    "  note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+\n",
-                    e.desc()
-                ));
-            }
-            if let Some(p) = &opts.ports {
-                text.push_str(&format!("  only ports {p}\n"));
-            }
-            if let Some(p) = &opts.exclude_ports {
-                text.push_str(&format!("  never ports {p}\n"));
-            }
-            out(&text)?;
-        }
+        AttachOutcome::Attached(at) => out(&attached_text(&at, &opts))?,
     }
     if a.hold {
-        let signal = pipeline::wait_for_stop_signal()?;
+        let signal = rawload_loader::privileges::wait_for_stop_signal()?;
         out(&format!("rawload: {signal}: detaching\n"))?;
         pipeline::detach(&opts.pin_dir, Some(&opts.cgroup))?;
         out("rawload: detached\n")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `attach` says when it attached: where, what, and each decision it
+/// took from probing the kernel.
+fn attached_text(at: &Attached, opts: &AttachOptions) -> String {
+    let mut text = String::new();
+    if at.recovered {
+        text.push_str("rawload: cleaned up the pins of an interrupted earlier attach\n");
+    }
+    text.push_str(&format!(
+        "rawload: attached to cgroup {} (pins in {})\n  programs {}; {} maps; {} host addresses treated as local\n",
+        at.cgroup.display(),
+        at.pin_dir.display(),
+        at.programs.join(", "),
+        at.maps,
+        at.host_addresses,
+    ));
+    text.push_str(match at.netns_keys {
+        NetnsKeys::Yes => "  socket keys include the network namespace\n",
+        NetnsKeys::NoKernelSupport => {
+            "  socket keys cannot include the network namespace on this kernel (< 5.15): --single-netns\n"
+        }
+        NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
+    });
+    let memlock = match at.memlock {
+        Memlock::Refused(e) => Some(format!(
+            "note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+",
+            e.desc()
+        )),
+        Memlock::Raised => None,
+    };
+    let lines = [
+        at.streams.describe(),
+        at.reads.describe(),
+        at.fionread.describe().map(str::to_string),
+        memlock,
+        opts.ports.as_ref().map(|p| format!("only ports {p}")),
+        opts.exclude_ports
+            .as_ref()
+            .map(|p| format!("never ports {p}")),
+    ];
+    for line in lines.into_iter().flatten() {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text
 }
 
 fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {

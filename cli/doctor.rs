@@ -65,24 +65,20 @@ fn probe_result(r: Result<bool, Errno>, ok: &str, missing: &str) -> (Verdict, St
 }
 
 fn capabilities() -> Check {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .unwrap_or(0);
+    use rawload_loader::privileges::{self, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN};
+    let caps = privileges::effective();
     let names = [
-        (21, "CAP_SYS_ADMIN"),
-        (39, "CAP_BPF"),
-        (12, "CAP_NET_ADMIN"),
-        (38, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_PERFMON, "CAP_PERFMON"),
     ];
     let have: Vec<&str> = names
         .iter()
-        .filter(|(bit, _)| caps & (1 << bit) != 0)
+        .filter(|(cap, _)| privileges::has(caps, *cap))
         .map(|(_, n)| *n)
         .collect();
-    match rawload_loader::pipeline::require_privileges("") {
+    match privileges::require("") {
         Ok(()) => check("capabilities", Verdict::Ok, have.join(" ")),
         Err(_) => check(
             "capabilities",

@@ -41,7 +41,7 @@ fn mib(bytes: u64) -> f64 {
 /// Runs the selftest, printing one line per check to `out`. Returns whether
 /// every check passed.
 pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<bool> {
-    pipeline::require_privileges("selftest")?;
+    rawload_loader::privileges::require("selftest")?;
     let exe = std::env::current_exe().context("finding the rawload binary")?;
     let unique = format!("rawload-selftest-{}", std::process::id());
     let cgroup = PrivateCgroup::create(&unique)?;

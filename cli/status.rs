@@ -136,8 +136,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Reads the attachment behind `pin_dir`; `None` if nothing is pinned there.
 pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
-    rawload_loader::pipeline::require_privileges("status")?;
-    let Some(dir) = PinDir::existing(pin_dir) else {
+    rawload_loader::privileges::require("status")?;
+    let Some(dir) = PinDir::existing(pin_dir)? else {
         return Ok(None);
     };
     if dir.our_pins()?.is_empty() {

@@ -45,7 +45,7 @@ pub fn stream(
     max_lines: Option<u64>,
     timeout: Option<Duration>,
 ) -> Result<u64> {
-    rawload_loader::pipeline::require_privileges("trace")?;
+    rawload_loader::privileges::require("trace")?;
     let dir = tracefs()?;
     let pipe = File::open(dir.join("trace_pipe"))
         .with_context(|| format!("opening {}/trace_pipe", dir.display()))?;

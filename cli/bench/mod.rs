@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use crate::json::Json;
 use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
-use rawload_loader::pipeline::{self, ObjectSource};
+use rawload_loader::pipeline::ObjectSource;
 
 pub use report::{Summary, render_svg, render_table, to_json};
 
@@ -261,7 +261,7 @@ fn rawload_counters(pins: &Path) -> Result<(u64, u64)> {
 
 /// Runs the benchmark; progress lines go to `progress`.
 pub fn run(opts: &BenchOptions, progress: &mut dyn Write) -> Result<Summary> {
-    pipeline::require_privileges("bench")?;
+    rawload_loader::privileges::require("bench")?;
     let exe = std::env::current_exe().context("finding the rawload binary")?;
     let tag = format!("rawload-bench-{}", std::process::id());
     let plain = PrivateCgroup::create(&format!("{tag}-plain"))?;

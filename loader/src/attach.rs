@@ -204,6 +204,49 @@ pub fn attach_to_socket_map(
         .with_context(|| format!("attaching {} to the socket map", attach_type.name()))
 }
 
+/// A program this run attached to a socket map: detached again when it is
+/// dropped, unless [`MapAttachment::commit`] says the whole attach went
+/// through (aya's `ProgAttachLink` detaches on drop the same way).
+#[must_use = "dropping the attachment detaches it"]
+pub struct MapAttachment<'a> {
+    map: BorrowedFd<'a>,
+    prog: BorrowedFd<'a>,
+    attach_type: AttachType,
+    armed: bool,
+}
+
+impl<'a> MapAttachment<'a> {
+    pub fn attach(
+        map: BorrowedFd<'a>,
+        prog: BorrowedFd<'a>,
+        attach_type: AttachType,
+    ) -> Result<MapAttachment<'a>> {
+        attach_to_socket_map(map, prog, attach_type)?;
+        Ok(MapAttachment {
+            map,
+            prog,
+            attach_type,
+            armed: true,
+        })
+    }
+
+    /// Keeps the attachment: it outlives this process.
+    pub fn commit(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for MapAttachment<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = detach_from_socket_map(self.map, self.prog, self.attach_type) {
+                // A destructor cannot return it; say it where it happens.
+                eprintln!("rawload: while undoing a failed attach: {e:#}");
+            }
+        }
+    }
+}
+
 /// `BPF_PROG_DETACH` from the map. Sockets already in the map keep the
 /// programs they copied (they are not cut off mid-stream); new sockets get
 /// none. `Ok(false)` if it was not attached.

@@ -17,6 +17,7 @@
 //! | [`attach`], [`pin`] | attach points (cgroup, SOCKHASH) and bpffs pins |
 //! | [`probe`], [`vmlinux`] | kernel feature probes; the running kernel's own BTF |
 //! | [`policy`]   | which addresses and ports are accelerated |
+//! | [`privileges`] | capabilities, and the stop signals held back during changes |
 //! | [`contract`] | what the loader and rawload's C programs agree on |
 //! | [`pipeline`] | `attach` and `detach`: the steps in order, each undone if a later one fails |
 //! | [`narrate`]  | `--explain`: the steps and every `bpf(2)` call, as they happen |
@@ -28,6 +29,7 @@ pub mod narrate;
 pub mod pin;
 pub mod pipeline;
 pub mod policy;
+pub mod privileges;
 pub mod probe;
 pub mod programs;
 pub mod sys;

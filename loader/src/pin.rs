@@ -11,17 +11,21 @@
 //! (which cgroup) are kept in a tiny array map pinned next to the programs:
 //! the [`AttachRecord`].
 
-use rawload_obj::uapi::{AttachType, MapType};
 use std::ffi::CString;
+use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+
+use rawload_obj::uapi::{AttachType, MapType};
 
 use crate::sys::{self, MapCreateArgs, MapFd};
 
@@ -54,10 +58,32 @@ fn is_ours(name: &str) -> bool {
     name == RECORD_PIN || name.starts_with("prog_") || name.starts_with("map_")
 }
 
+/// A bpffs this run mounted: unmounted again when dropped, unless
+/// committed (an attach that fails leaves the system as it found it).
+#[must_use = "dropping the mount unmounts it"]
+pub struct BpffsMount {
+    mounted_here: bool,
+}
+
+impl BpffsMount {
+    /// Keeps the mount (its pins are in use).
+    pub fn commit(mut self) {
+        self.mounted_here = false;
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = nix::mount::umount(BPFFS_MOUNT);
+        }
+    }
+}
+
 /// Makes sure `dir` can hold pins: its nearest existing ancestor must be on
 /// bpffs. If the path lies under /sys/fs/bpf and nothing is mounted there
 /// yet, mount bpffs (what systemd does at boot on most distributions).
-pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+pub fn ensure_bpffs(dir: &Path) -> Result<BpffsMount> {
     let existing = dir
         .ancestors()
         .find(|p| p.exists())
@@ -71,7 +97,9 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         }
     }
     if is_bpffs(existing) {
-        return Ok(());
+        return Ok(BpffsMount {
+            mounted_here: false,
+        });
     }
     if dir.starts_with(BPFFS_MOUNT) && !is_bpffs(Path::new(BPFFS_MOUNT)) {
         // A pin dir nested under a directory inside an unmounted
@@ -89,7 +117,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
                 e.desc()
             )
         })?;
-        return Ok(());
+        return Ok(BpffsMount { mounted_here: true });
     }
     bail!(
         "{} is not on a bpf filesystem; pins need one (use a directory under {BPFFS_MOUNT}, or mount -t bpf bpf DIR)",
@@ -113,18 +141,23 @@ fn c_path(p: &Path) -> Result<CString> {
 }
 
 impl PinDir {
-    /// The pin directory if it exists.
-    pub fn existing(path: &Path) -> Option<PinDir> {
-        path.is_dir().then(|| PinDir {
+    /// The pin directory if it exists, after [`PinDir::check_owner`].
+    pub fn existing(path: &Path) -> Result<Option<PinDir>> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(None);
+        }
+        let dir = PinDir {
             path: path.to_path_buf(),
-        })
+        };
+        dir.check_owner()?;
+        Ok(Some(dir))
     }
 
-    /// Creates the directory (mode 0700: only root may use the pins) and
-    /// checks that it belongs to us.
+    /// Creates the directory (mode 0700: only root may use the pins); its
+    /// parent exists already ([`PinLock::take`] made it). Not recursive, so
+    /// a directory someone else just made is an error, not adopted.
     pub fn create(path: &Path) -> Result<PinDir> {
         std::fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
             .create(path)
             .with_context(|| format!("creating pin directory {}", path.display()))?;
@@ -137,11 +170,18 @@ impl PinDir {
         Ok(dir)
     }
 
-    /// Refuses a pin directory owned by another user: its pins could have
-    /// been planted to make rawload detach or report the wrong things.
+    /// Refuses a pin directory that is a symlink (it could point at another
+    /// tool's pins) or is owned by another user (its pins could have been
+    /// planted to make rawload detach or report the wrong things).
     pub fn check_owner(&self) -> Result<()> {
-        let meta = std::fs::metadata(&self.path)
+        let meta = std::fs::symlink_metadata(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
+        if !meta.is_dir() {
+            bail!(
+                "pin directory {} is not a directory (a symlink?); refusing to use it",
+                self.path.display()
+            );
+        }
         let me = nix::unistd::geteuid().as_raw();
         if meta.uid() != me {
             bail!(
@@ -217,6 +257,93 @@ impl PinDir {
     }
 }
 
+/// The pins one attach made, removed again when dropped unless committed
+/// (and the directory with them if it is then empty): a failed attach undoes
+/// exactly what it pinned, never what was there before.
+#[must_use = "dropping the pins removes them"]
+pub struct NewPins<'a> {
+    dir: &'a PinDir,
+    names: Vec<String>,
+    armed: bool,
+}
+
+impl<'a> NewPins<'a> {
+    pub fn new(dir: &'a PinDir) -> NewPins<'a> {
+        NewPins {
+            dir,
+            names: Vec::new(),
+            armed: true,
+        }
+    }
+
+    /// `BPF_OBJ_PIN` at `<dir>/<name>`, remembered for the undo.
+    pub fn pin(&mut self, fd: BorrowedFd<'_>, name: &str) -> Result<()> {
+        self.dir.pin(fd, name)?;
+        self.names.push(name.to_string());
+        Ok(())
+    }
+
+    /// Keeps the pins.
+    pub fn commit(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NewPins<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for name in self.names.iter().rev() {
+            if let Err(e) = self.dir.unpin(name) {
+                // A destructor cannot return it; say it where it happens.
+                eprintln!("rawload: while undoing a failed attach: {e:#}");
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir.path);
+    }
+}
+
+/// An exclusive lock for one pin directory, held by `attach` and `detach`
+/// while they run: two of them at once could otherwise undo each other's
+/// pins and leave an attachment nothing manages (review finding 3). It is a
+/// `flock()` on the directory's parent, which lives on bpffs: every process
+/// that sees the pins sees the lock too, containers that share the mount
+/// included.
+pub struct PinLock {
+    _held: Flock<File>,
+}
+
+impl PinLock {
+    /// Creates the pin directory's parents (on bpffs) and waits up to 10 s
+    /// for the lock.
+    pub fn take(pin_dir: &Path) -> Result<PinLock> {
+        let parent = pin_dir.parent().unwrap_or(Path::new("/"));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let mut file =
+            File::open(parent).with_context(|| format!("opening {}", parent.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(held) => return Ok(PinLock { _held: held }),
+                Err((back, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    file = back;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, e)) => bail!(
+                    "another rawload attach or detach is using {} ({}); try again when it is done",
+                    pin_dir.display(),
+                    e.desc()
+                ),
+            }
+        }
+    }
+}
+
 /// What `detach` and `status` need to know about an attachment, kept in a
 /// one-element array map pinned as `state`: the cgroup (path and id) and
 /// the settings that are not visible in the kernel objects themselves.
@@ -274,7 +401,7 @@ impl AttachRecord {
     }
 
     /// Creates the record map, writes the record and pins it.
-    pub fn pin(&self, dir: &PinDir) -> Result<()> {
+    pub fn pin(&self, pins: &mut NewPins<'_>) -> Result<()> {
         let map = MapFd::create(&MapCreateArgs {
             map_type: MapType::ARRAY,
             key_size: 4,
@@ -286,7 +413,7 @@ impl AttachRecord {
         .context("creating the attach record map")?;
         map.update(&0u32.to_ne_bytes(), &self.encode()?, sys::BPF_ANY)
             .context("writing the attach record")?;
-        dir.pin(map.as_fd(), RECORD_PIN)
+        pins.pin(map.as_fd(), RECORD_PIN)
     }
 
     /// Reads the record pinned in `dir`, if there is a readable one.
