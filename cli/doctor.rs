@@ -166,67 +166,27 @@ fn unread_count() -> Check {
 
 /// Runs every check.
 pub fn checks() -> Vec<Check> {
-    let mut out = vec![
-        check("kernel", Verdict::Ok, kernel_version()),
-        capabilities(),
-    ];
-    let privileged = out[1].verdict == Verdict::Ok;
-
+    let caps = capabilities();
+    let privileged = caps.verdict == Verdict::Ok;
+    let mut out = vec![check("kernel", Verdict::Ok, kernel_version()), caps];
     // As attach does: before 5.11 the default 64 KiB RLIMIT_MEMLOCK can be
     // used up by maps still being freed (a detach just before), and the
     // probes would then fail as if bpf(2) were refused.
     probe::raise_memlock();
-    let bpf = probe::map_type(MapType::ARRAY, 4, 4);
-    let bpf_ok = matches!(bpf, Ok(true));
-    let (v, d) = match bpf {
-        Err(Errno::ENOSYS) => (
-            Verdict::Missing,
-            "the kernel has no bpf(2) (CONFIG_BPF_SYSCALL)".into(),
-        ),
-        r => probe_result(r, "bpf(2) works", "bpf(2) refused an array map"),
-    };
-    out.push(check("bpf syscall", v, d));
-
+    let bpf = bpf_syscall();
+    let bpf_ok = bpf.verdict == Verdict::Ok;
+    out.push(bpf);
     if bpf_ok {
-        let (v, d) = probe_result(
-            probe::map_type(MapType::SOCKHASH, 4, 8),
-            "BPF_MAP_TYPE_SOCKHASH with 8-byte values",
-            "no SOCKHASH (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG, 4.18+)",
-        );
-        out.push(check("sockhash", v, d));
-        let (v, d) = probe_result(
-            probe::program_type(ProgType::SK_MSG),
-            "BPF_PROG_TYPE_SK_MSG",
-            "no sk_msg programs (4.17+, CONFIG_NET_SOCK_MSG)",
-        );
-        out.push(check("sk_msg", v, d));
-        let (v, d) = probe_result(
-            probe::program_type(ProgType::SOCK_OPS),
-            "BPF_PROG_TYPE_SOCK_OPS",
-            "no sock_ops programs (4.13+, CONFIG_CGROUP_BPF)",
-        );
-        out.push(check("sock_ops", v, d));
-        out.push(match probe::netns_cookie() {
-            Ok(true) => check("netns cookie", Verdict::Ok, "bpf_get_netns_cookie in sock_ops and sk_msg: keys include the namespace"),
-            Ok(false) => check(
-                "netns cookie",
-                Verdict::Note,
-                "absent (before 5.15): keys cannot tell network namespaces apart; see docs/KERNEL-ISSUES.md",
-            ),
-            Err(e) => check("netns cookie", Verdict::Missing, format!("probe failed: {}", e.desc())),
-        });
-        out.push(fionread());
-        out.push(kernel_fields());
-        out.push(unread_count());
-        out.push(match probe::memcg_accounting() {
-            Ok(true) => check("memlock", Verdict::Ok, "not needed: BPF memory is charged to memory cgroups (5.11+)"),
-            Ok(false) => check(
-                "memlock",
-                Verdict::Note,
-                "BPF memory counts against RLIMIT_MEMLOCK (before 5.11); rawload raises it to unlimited",
-            ),
-            Err(e) => check("memlock", Verdict::Missing, format!("probe failed: {}", e.desc())),
-        });
+        out.extend([
+            sockhash(),
+            sk_msg(),
+            sock_ops(),
+            netns_cookie(),
+            fionread(),
+            kernel_fields(),
+            unread_count(),
+            memlock(),
+        ]);
     } else if privileged {
         out.push(check(
             "programs and maps",
@@ -234,8 +194,93 @@ pub fn checks() -> Vec<Check> {
             "not probed: bpf(2) does not work",
         ));
     }
+    out.extend([cgroup_v2(), bpffs(), tracefs()]);
+    if privileged && bpf_ok {
+        out.push(attached());
+    }
+    out
+}
 
-    out.push(match attach::cgroup2_mount() {
+fn bpf_syscall() -> Check {
+    let (v, d) = match probe::map_type(MapType::ARRAY, 4, 4) {
+        Err(Errno::ENOSYS) => (
+            Verdict::Missing,
+            "the kernel has no bpf(2) (CONFIG_BPF_SYSCALL)".into(),
+        ),
+        r => probe_result(r, "bpf(2) works", "bpf(2) refused an array map"),
+    };
+    check("bpf syscall", v, d)
+}
+
+fn sockhash() -> Check {
+    let (v, d) = probe_result(
+        probe::map_type(MapType::SOCKHASH, 4, 8),
+        "BPF_MAP_TYPE_SOCKHASH with 8-byte values",
+        "no SOCKHASH (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG, 4.18+)",
+    );
+    check("sockhash", v, d)
+}
+
+fn sk_msg() -> Check {
+    let (v, d) = probe_result(
+        probe::program_type(ProgType::SK_MSG),
+        "BPF_PROG_TYPE_SK_MSG",
+        "no sk_msg programs (4.17+, CONFIG_NET_SOCK_MSG)",
+    );
+    check("sk_msg", v, d)
+}
+
+fn sock_ops() -> Check {
+    let (v, d) = probe_result(
+        probe::program_type(ProgType::SOCK_OPS),
+        "BPF_PROG_TYPE_SOCK_OPS",
+        "no sock_ops programs (4.13+, CONFIG_CGROUP_BPF)",
+    );
+    check("sock_ops", v, d)
+}
+
+fn netns_cookie() -> Check {
+    match probe::netns_cookie() {
+        Ok(true) => check(
+            "netns cookie",
+            Verdict::Ok,
+            "bpf_get_netns_cookie in sock_ops and sk_msg: keys include the namespace",
+        ),
+        Ok(false) => check(
+            "netns cookie",
+            Verdict::Note,
+            "absent (before 5.15): keys cannot tell network namespaces apart; see docs/KERNEL-ISSUES.md",
+        ),
+        Err(e) => check(
+            "netns cookie",
+            Verdict::Missing,
+            format!("probe failed: {}", e.desc()),
+        ),
+    }
+}
+
+fn memlock() -> Check {
+    match probe::memcg_accounting() {
+        Ok(true) => check(
+            "memlock",
+            Verdict::Ok,
+            "not needed: BPF memory is charged to memory cgroups (5.11+)",
+        ),
+        Ok(false) => check(
+            "memlock",
+            Verdict::Note,
+            "BPF memory counts against RLIMIT_MEMLOCK (before 5.11); rawload raises it to unlimited",
+        ),
+        Err(e) => check(
+            "memlock",
+            Verdict::Missing,
+            format!("probe failed: {}", e.desc()),
+        ),
+    }
+}
+
+fn cgroup_v2() -> Check {
+    match attach::cgroup2_mount() {
         Some(p) => check(
             "cgroup v2",
             Verdict::Ok,
@@ -246,9 +291,12 @@ pub fn checks() -> Vec<Check> {
             Verdict::Missing,
             "not mounted: mount -t cgroup2 none /sys/fs/cgroup/unified",
         ),
-    });
-    let bpffs = statfs(Path::new(BPFFS_MOUNT)).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
-    out.push(if bpffs {
+    }
+}
+
+fn bpffs() -> Check {
+    let mounted = statfs(Path::new(BPFFS_MOUNT)).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    if mounted {
         check("bpffs", Verdict::Ok, format!("mounted at {BPFFS_MOUNT}"))
     } else {
         check(
@@ -256,46 +304,47 @@ pub fn checks() -> Vec<Check> {
             Verdict::Note,
             format!("not mounted at {BPFFS_MOUNT}; attach mounts it"),
         )
-    });
-    let tracing = [
+    }
+}
+
+fn tracefs() -> Check {
+    let pipes = [
         "/sys/kernel/tracing/trace_pipe",
         "/sys/kernel/debug/tracing/trace_pipe",
-    ]
-    .iter()
-    .find(|p| Path::new(p).exists());
-    out.push(match tracing {
+    ];
+    match pipes.iter().find(|p| Path::new(p).exists()) {
         Some(p) => check("tracefs", Verdict::Ok, format!("{p} (for rawload trace)")),
         None => check(
             "tracefs",
             Verdict::Note,
             "not mounted; rawload trace mounts it at /sys/kernel/tracing",
         ),
-    });
-
-    if privileged && bpf_ok {
-        out.push(match status::read(Path::new(DEFAULT_PIN_DIR)) {
-            Ok(Some(s)) if s.attached() => check(
-                "attached",
-                Verdict::Ok,
-                format!(
-                    "yes, to {} (pins in {DEFAULT_PIN_DIR})",
-                    s.cgroup.map_or("?".into(), |c| c.display().to_string())
-                ),
-            ),
-            Ok(Some(_)) => check(
-                "attached",
-                Verdict::Note,
-                format!("partly: see rawload status (pins in {DEFAULT_PIN_DIR})"),
-            ),
-            Ok(None) => check(
-                "attached",
-                Verdict::Ok,
-                format!("no (no pins in {DEFAULT_PIN_DIR})"),
-            ),
-            Err(e) => check("attached", Verdict::Note, format!("cannot tell: {e:#}")),
-        });
     }
-    out
+}
+
+/// Whether rawload is attached through the default pin directory.
+fn attached() -> Check {
+    match status::read(Path::new(DEFAULT_PIN_DIR)) {
+        Ok(Some(s)) if s.attached() => check(
+            "attached",
+            Verdict::Ok,
+            format!(
+                "yes, to {} (pins in {DEFAULT_PIN_DIR})",
+                s.cgroup.map_or("?".into(), |c| c.display().to_string())
+            ),
+        ),
+        Ok(Some(_)) => check(
+            "attached",
+            Verdict::Note,
+            format!("partly: see rawload status (pins in {DEFAULT_PIN_DIR})"),
+        ),
+        Ok(None) => check(
+            "attached",
+            Verdict::Ok,
+            format!("no (no pins in {DEFAULT_PIN_DIR})"),
+        ),
+        Err(e) => check("attached", Verdict::Note, format!("cannot tell: {e:#}")),
+    }
 }
 
 /// Whether rawload can attach here.

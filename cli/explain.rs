@@ -15,8 +15,8 @@ use anyhow::Result;
 use rawload_loader::pipeline::{self, ObjectSource};
 use rawload_loader::sys::BPF_F_RDONLY_PROG;
 use rawload_obj::disasm;
-use rawload_obj::insn::INSN_SIZE;
-use rawload_obj::obj::{MapOrigin, Object, RefKind};
+use rawload_obj::insn::{INSN_SIZE, Insn};
+use rawload_obj::obj::{MapOrigin, MapRef, Object, ProgramSpec, RefKind};
 use rawload_obj::reloc;
 use rawload_obj::uapi::ProgType;
 
@@ -37,7 +37,20 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
     let obj = source.parse()?;
     let mut o = String::new();
     let _ = writeln!(o, "rawload explain: {source}, {} bytes\n", bytes.len());
+    sections_text(&mut o, &obj);
+    maps_text(&mut o, &obj);
+    let fds: Vec<Option<i32>> = (0..obj.maps.len())
+        .map(|i| Some(EXAMPLE_FD_BASE + i as i32))
+        .collect();
+    for p in &obj.programs {
+        program_text(&mut o, &obj, p, &reloc::apply(p, &fds)?);
+    }
+    let _ = writeln!(o, "\n{}", next_steps(&obj));
+    Ok(o)
+}
 
+/// Every ELF section and its role, then the license.
+fn sections_text(o: &mut String, obj: &Object) {
     let _ = writeln!(
         o,
         "ELF sections (what clang wrote, and what the loader makes of each)"
@@ -51,7 +64,10 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
         obj.license.to_string_lossy(),
         obj.kern_version
     );
+}
 
+/// Every map: its shape, where its definition came from, its globals.
+fn maps_text(o: &mut String, obj: &Object) {
     let _ = writeln!(
         o,
         "maps ({}), created with BPF_MAP_CREATE before any program loads",
@@ -81,77 +97,81 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
             );
         }
     }
+}
 
-    let fds: Vec<Option<i32>> = (0..obj.maps.len())
-        .map(|i| Some(EXAMPLE_FD_BASE + i as i32))
-        .collect();
-    for p in &obj.programs {
-        let patched = reloc::apply(p, &fds)?;
-        let _ = writeln!(
-            o,
-            "\nprogram {} (section `{}`: {}, attach type {})",
-            p.name,
-            p.section,
-            p.kind.prog_type.name(),
-            p.kind.expected_attach_type.0
-        );
-        let _ = writeln!(
-            o,
-            "  {} instructions after linking: {}",
-            p.insns.len(),
-            p.layout
-                .iter()
-                .map(|f| format!("{} [{}..{})", f.name, f.start, f.start + f.len))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let _ = writeln!(
-            o,
-            "  {} map references; shown as in the object, then as patched (map #i gets example fd {EXAMPLE_FD_BASE}+i)",
-            p.map_refs.len()
-        );
-        for line in disasm::disassemble(&p.insns) {
-            if let Some(f) = p.layout.iter().find(|f| f.start == line.index) {
-                let _ = writeln!(o, "\n  <{}>:", f.name);
-            }
-            let _ = writeln!(o, "  {line}");
-            if let Some(r) = p.map_refs.iter().find(|r| r.insn == line.index) {
-                let how = match r.kind {
-                    RefKind::Map => "BPF_PSEUDO_MAP_FD: the map itself".to_string(),
-                    RefKind::Value { offset } => {
-                        format!("BPF_PSEUDO_MAP_VALUE: {offset} bytes into its value")
-                    }
-                };
-                let after = disasm::Line {
-                    index: line.index,
-                    bytes: patched[r.insn..r.insn + 2]
-                        .iter()
-                        .flat_map(|i| i.to_bytes())
-                        .collect(),
-                    text: disasm::insn_text(&patched, r.insn),
-                };
-                let _ = writeln!(
-                    o,
-                    "  {after}\n{:>12}^ {} -> map #{} {} ({how})",
-                    "", r.symbol, r.map, obj.maps[r.map].name
-                );
-            } else if p.insns[line.index].is_pseudo_call() {
-                let target = (line.index as i64 + 1 + p.insns[line.index].imm as i64) as usize;
-                let callee = p
-                    .layout
-                    .iter()
-                    .find(|f| f.start == target)
-                    .map_or("?", |f| f.name.as_str());
-                let _ = writeln!(
-                    o,
-                    "{:>12}^ bpf-to-bpf call to {callee} (imm = {target} - {} - 1)",
-                    "", line.index
-                );
-            }
+/// One program, disassembled, each relocated instruction shown before and
+/// after patching, each bpf-to-bpf call with its target.
+fn program_text(o: &mut String, obj: &Object, p: &ProgramSpec, patched: &[Insn]) {
+    let _ = writeln!(
+        o,
+        "\nprogram {} (section `{}`: {}, attach type {})",
+        p.name,
+        p.section,
+        p.kind.prog_type.name(),
+        p.kind.expected_attach_type.0
+    );
+    let _ = writeln!(
+        o,
+        "  {} instructions after linking: {}",
+        p.insns.len(),
+        p.layout
+            .iter()
+            .map(|f| format!("{} [{}..{})", f.name, f.start, f.start + f.len))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        o,
+        "  {} map references; shown as in the object, then as patched (map #i gets example fd {EXAMPLE_FD_BASE}+i)",
+        p.map_refs.len()
+    );
+    for line in disasm::disassemble(&p.insns) {
+        if let Some(f) = p.layout.iter().find(|f| f.start == line.index) {
+            let _ = writeln!(o, "\n  <{}>:", f.name);
+        }
+        let _ = writeln!(o, "  {line}");
+        if let Some(r) = p.map_refs.iter().find(|r| r.insn == line.index) {
+            map_ref_text(o, obj, r, patched);
+        } else if p.insns[line.index].is_pseudo_call() {
+            call_text(o, p, line.index);
         }
     }
-    let _ = writeln!(o, "\n{}", next_steps(&obj));
-    Ok(o)
+}
+
+/// A map reference as patched, and what it refers to.
+fn map_ref_text(o: &mut String, obj: &Object, r: &MapRef, patched: &[Insn]) {
+    let how = match r.kind {
+        RefKind::Map => "BPF_PSEUDO_MAP_FD: the map itself".to_string(),
+        RefKind::Value { offset } => format!("BPF_PSEUDO_MAP_VALUE: {offset} bytes into its value"),
+    };
+    let after = disasm::Line {
+        index: r.insn,
+        bytes: patched[r.insn..r.insn + 2]
+            .iter()
+            .flat_map(|i| i.to_bytes())
+            .collect(),
+        text: disasm::insn_text(patched, r.insn),
+    };
+    let _ = writeln!(
+        o,
+        "  {after}\n{:>12}^ {} -> map #{} {} ({how})",
+        "", r.symbol, r.map, obj.maps[r.map].name
+    );
+}
+
+/// Where a bpf-to-bpf call at `index` goes.
+fn call_text(o: &mut String, p: &ProgramSpec, index: usize) {
+    let target = (index as i64 + 1 + p.insns[index].imm as i64) as usize;
+    let callee = p
+        .layout
+        .iter()
+        .find(|f| f.start == target)
+        .map_or("?", |f| f.name.as_str());
+    let _ = writeln!(
+        o,
+        "{:>12}^ bpf-to-bpf call to {callee} (imm = {target} - {index} - 1)",
+        ""
+    );
 }
 
 /// The attach sequence for this object.

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use crate::scratch::{PrivateCgroup, PrivatePins, attach_private};
 use crate::status;
 use crate::traffic::{self, Transfer};
+use rawload_loader::contract::global;
 use rawload_loader::pipeline::{
     self, DEFAULT_STREAM_BYTES, DetachOutcome, NetnsKeys, ObjectSource,
 };
@@ -46,51 +47,83 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
     let unique = format!("rawload-selftest-{}", std::process::id());
     let cgroup = PrivateCgroup::create(&unique)?;
     let pins = PrivatePins::new(&unique);
+    let mut report = Report { out, failures: 0 };
 
-    let mut failures = Vec::new();
-    let mut line = |out: &mut dyn Write, ok: Option<bool>, text: &str| -> Result<()> {
+    // The bypass checks move whole streams; the bound gets its own check.
+    let at = attach_private(&cgroup, &pins, object.clone(), Some(0))?;
+    let keys = if at.netns_keys == NetnsKeys::Yes {
+        "yes"
+    } else {
+        "no"
+    };
+    report.line(
+        Some(true),
+        &format!(
+            "attached to {} (keys include the network namespace: {keys})",
+            cgroup.path().display()
+        ),
+    )?;
+    bypass_checks(&mut report, &exe, &cgroup, &pins, bytes)?;
+    if let Some(st) = status::read(pins.path())? {
+        for l in status::render(&st).lines() {
+            writeln!(report.out, "selftest:      {l}")?;
+        }
+    }
+    if object.parse()?.global(global::STREAM_BYTES).is_some() {
+        let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
+        report.line(Some(ok), &text)?;
+    } else {
+        report.line(None, "backpressure: this object has no bound")?;
+    }
+    detach_check(&mut report, &exe, &cgroup, &pins, bytes)?;
+
+    drop(pins);
+    drop(cgroup);
+    let verdict = if report.failures == 0 { "PASS" } else { "FAIL" };
+    writeln!(report.out, "selftest: {verdict}")?;
+    Ok(report.failures == 0)
+}
+
+/// The selftest's output: one line per check, failures counted.
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    failures: usize,
+}
+
+impl Report<'_> {
+    /// `ok`: passed, failed, or skipped (None).
+    fn line(&mut self, ok: Option<bool>, text: &str) -> Result<()> {
         let tag = match ok {
             Some(true) => "ok  ",
             Some(false) => "FAIL",
             None => "skip",
         };
-        if ok == Some(false) {
-            failures.push(text.to_string());
-        }
-        writeln!(out, "selftest: {tag} {text}")?;
-        out.flush()?;
+        self.failures += usize::from(ok == Some(false));
+        writeln!(self.out, "selftest: {tag} {text}")?;
+        self.out.flush()?;
         Ok(())
-    };
+    }
+}
 
-    // The bypass checks move whole streams; the stream policy gets its own
-    // check below.
-    let at = attach_private(&cgroup, &pins, object.clone(), Some(0))?;
-    line(
-        out,
-        Some(true),
-        &format!(
-            "attached to {} (keys include the network namespace: {})",
-            cgroup.path().display(),
-            if at.netns_keys == NetnsKeys::Yes {
-                "yes"
-            } else {
-                "no"
-            }
-        ),
-    )?;
-
+/// Each case of [`CASES`]: bytes intact both ways, redirected, `lo` flat.
+fn bypass_checks(
+    report: &mut Report<'_>,
+    exe: &Path,
+    cgroup: &PrivateCgroup,
+    pins: &PrivatePins,
+    bytes: u64,
+) -> Result<()> {
     let v6 = ipv6_available();
     for (label, listen, host) in CASES {
         if label != CASES[0].0 && !v6 {
-            line(
-                out,
+            report.line(
                 None,
                 &format!("{label}: IPv6 is not available on this host"),
             )?;
             continue;
         }
         let before = counters(pins.path())?;
-        let t = transfer(&exe, cgroup.path(), listen, host, bytes, &[])?;
+        let t = transfer(exe, cgroup.path(), listen, host, bytes, &[])?;
         let redirected = counters(pins.path())?.saturating_sub(before);
         let mut problems = t.problems();
         if t.lo_delta * 100 >= t.payload {
@@ -105,39 +138,30 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
                 t.payload
             ));
         }
-        line(
-            out,
+        report.line(
             Some(problems.is_empty()),
             &describe(label, &t, Some(redirected), &problems),
         )?;
     }
+    Ok(())
+}
 
-    if let Some(st) = status::read(pins.path())? {
-        for l in status::render(&st).lines() {
-            writeln!(out, "selftest:      {l}")?;
-        }
-    }
-
-    if object
-        .parse()?
-        .global(rawload_loader::contract::global::STREAM_BYTES)
-        .is_some()
-    {
-        let (ok, text) = stream_check(&exe, object, &unique, bytes)?;
-        line(out, Some(ok), &text)?;
-    } else {
-        line(out, None, "backpressure: this object has no bound")?;
-    }
-
+/// Detach, then the same transfer crosses loopback again.
+fn detach_check(
+    report: &mut Report<'_>,
+    exe: &Path,
+    cgroup: &PrivateCgroup,
+    pins: &PrivatePins,
+    bytes: u64,
+) -> Result<()> {
     match pipeline::detach(pins.path(), None)? {
-        DetachOutcome::Detached(d) if d.sock_ops => line(out, Some(true), "detached")?,
-        other => line(
-            out,
+        DetachOutcome::Detached(d) if d.sock_ops => report.line(Some(true), "detached")?,
+        other => report.line(
             Some(false),
             &format!("detach did not detach sock_ops: {other:?}"),
         )?,
     }
-    let t = transfer(&exe, cgroup.path(), CASES[0].1, CASES[0].2, bytes, &[])?;
+    let t = transfer(exe, cgroup.path(), CASES[0].1, CASES[0].2, bytes, &[])?;
     let mut problems = t.problems();
     if t.lo_delta < 2 * t.payload {
         problems.push(format!(
@@ -145,17 +169,10 @@ pub fn run(object: &ObjectSource, bytes: u64, out: &mut dyn Write) -> Result<boo
             t.lo_delta
         ));
     }
-    line(
-        out,
+    report.line(
         Some(problems.is_empty()),
         &describe("after detach, IPv4", &t, None, &problems),
-    )?;
-
-    drop(pins);
-    drop(cgroup);
-    let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
-    writeln!(out, "selftest: {verdict}")?;
-    Ok(failures.is_empty())
+    )
 }
 
 fn counters(pins: &Path) -> Result<u64> {

@@ -82,12 +82,6 @@ impl Status {
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
     }
-
-    pub fn socket_map(&self) -> Option<&MapStatus> {
-        self.maps
-            .iter()
-            .find(|m| matches!(m.map_type, MapType::SOCKHASH | MapType::SOCKMAP))
-    }
 }
 
 /// The name of a loaded program, by id (`BPF_PROG_GET_FD_BY_ID`).
@@ -147,21 +141,55 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
     let cgroup = record
         .as_ref()
         .and_then(|r| Cgroup::recorded(&r.cgroup, r.cgroup_id));
-    let (cgroup_flags, cgroup_ids) = match &cgroup {
-        Some(c) => {
-            let (flags, ids) = c.sock_ops_programs()?;
-            (Some(flags), ids)
-        }
-        None => (None, Vec::new()),
-    };
-    let mut cgroup_programs = Vec::new();
-    for id in cgroup_ids {
-        cgroup_programs.push((id, prog_name(id)?.unwrap_or_default()));
-    }
+    let (cgroup_flags, cgroup_programs) = cgroup_programs(cgroup.as_ref())?;
+    let pinned = read_maps(&dir)?;
+    let programs = read_programs(&dir, &cgroup_programs, pinned.socket_map.as_ref())?;
+    let ours: Vec<u32> = programs.iter().map(|p| p.id).collect();
+    Ok(Some(Status {
+        others: other_rawload_programs(&ours)?,
+        pin_dir: pin_dir.to_path_buf(),
+        stream_bytes: record.as_ref().and_then(|r| r.stream_bytes),
+        // Where the cgroup is now in this mount namespace, else as recorded.
+        cgroup: cgroup
+            .as_ref()
+            .map(|c| c.path.clone())
+            .or(record.map(|r| r.cgroup)),
+        cgroup_id: cgroup.as_ref().map(|c| c.id),
+        cgroup_flags,
+        cgroup_programs,
+        programs,
+        maps: pinned.maps,
+        counters: pinned.counters,
+    }))
+}
 
-    let mut maps = Vec::new();
-    let mut socket_map = None;
-    let mut counters = Vec::new();
+/// A program's id and name.
+type NamedProgram = (u32, String);
+
+/// The cgroup's sock_ops attach flags and programs, ours or not.
+fn cgroup_programs(cgroup: Option<&Cgroup>) -> Result<(Option<u32>, Vec<NamedProgram>)> {
+    let Some(cgroup) = cgroup else {
+        return Ok((None, Vec::new()));
+    };
+    let (flags, ids) = cgroup.sock_ops_programs()?;
+    let mut programs = Vec::new();
+    for id in ids {
+        programs.push((id, prog_name(id)?.unwrap_or_default()));
+    }
+    Ok((Some(flags), programs))
+}
+
+/// What the pinned maps hold.
+struct PinnedMaps {
+    maps: Vec<MapStatus>,
+    /// Open, to ask which programs are attached to it.
+    socket_map: Option<Map>,
+    /// The counters summed over CPUs.
+    counters: Vec<(String, u64)>,
+}
+
+fn read_maps(dir: &PinDir) -> Result<PinnedMaps> {
+    let (mut maps, mut socket_map, mut counters) = (Vec::new(), None, Vec::new());
     for name in dir.our_pins()?.iter().filter(|n| n.starts_with("map_")) {
         let Some(fd) = dir.get(name)? else { continue };
         let map = Map::from_fd(fd)?;
@@ -182,7 +210,19 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
             socket_map = Some(map);
         }
     }
+    Ok(PinnedMaps {
+        maps,
+        socket_map,
+        counters,
+    })
+}
 
+/// The pinned programs, each with whether it is attached where it should be.
+fn read_programs(
+    dir: &PinDir,
+    cgroup_programs: &[NamedProgram],
+    socket_map: Option<&Map>,
+) -> Result<Vec<ProgStatus>> {
     let uptime = uptime_secs();
     let mut programs = Vec::new();
     let pins =
@@ -195,7 +235,6 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
             ProgType::SOCK_OPS => Some(cgroup_programs.iter().any(|(id, _)| *id == info.id)),
             // The kernel can list a sockmap's programs only since 5.19.
             _ => socket_map
-                .as_ref()
                 .and_then(|m| attach::socket_map_programs(m.as_fd(), attach_type))
                 .map(|ids| ids.contains(&info.id)),
         };
@@ -211,25 +250,7 @@ pub fn read(pin_dir: &Path) -> Result<Option<Status>> {
             attached,
         });
     }
-
-    let ours: Vec<u32> = programs.iter().map(|p| p.id).collect();
-    let others = other_rawload_programs(&ours)?;
-    Ok(Some(Status {
-        others,
-        pin_dir: pin_dir.to_path_buf(),
-        stream_bytes: record.as_ref().and_then(|r| r.stream_bytes),
-        // Where the cgroup is now in this mount namespace, else as recorded.
-        cgroup: cgroup
-            .as_ref()
-            .map(|c| c.path.clone())
-            .or(record.map(|r| r.cgroup)),
-        cgroup_id: cgroup.as_ref().map(|c| c.id),
-        cgroup_flags,
-        cgroup_programs,
-        programs,
-        maps,
-        counters,
-    }))
+    Ok(programs)
 }
 
 /// Sums a per-CPU `struct counters` over all CPUs.
@@ -271,27 +292,7 @@ pub fn render(s: &Status) -> String {
         "NOT fully attached"
     };
     let _ = writeln!(o, "rawload is {state} (pins in {})", s.pin_dir.display());
-    match (&s.cgroup, s.cgroup_id) {
-        (Some(path), Some(id)) => {
-            let _ = writeln!(
-                o,
-                "cgroup    {} (id {id}); sock_ops programs there [{}]: {}",
-                path.display(),
-                s.cgroup_flags.map_or("?", flags_name),
-                s.cgroup_programs
-                    .iter()
-                    .map(|(id, name)| format!("{id} {name}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        (Some(path), None) => {
-            let _ = writeln!(o, "cgroup    {} no longer exists", path.display());
-        }
-        _ => {
-            let _ = writeln!(o, "cgroup    unknown (no attach record)");
-        }
-    }
+    render_cgroup(&mut o, s);
     let policy = match s.stream_bytes {
         Some(0) => Some(rawload_loader::pipeline::StreamPolicy::NeverAsked),
         Some(n) => Some(rawload_loader::pipeline::StreamPolicy::After(n)),
@@ -300,8 +301,54 @@ pub fn render(s: &Status) -> String {
     if let Some(line) = policy.and_then(|p| p.describe()) {
         let _ = writeln!(o, "bound     {line}");
     }
+    render_programs(&mut o, &s.programs);
+    let _ = writeln!(o, "maps");
+    for m in &s.maps {
+        let _ = writeln!(
+            o,
+            "  {:>5}  {:<12}  {:<16} key {:>2} B  value {:>4} B  entries {}/{}",
+            m.id,
+            m.map_type.name(),
+            m.name,
+            m.key_size,
+            m.value_size,
+            m.entries,
+            m.max_entries
+        );
+    }
+    if !s.others.is_empty() {
+        let _ = writeln!(o, "{}", others_note(&s.others));
+    }
+    if !s.counters.is_empty() {
+        let _ = writeln!(o, "counters (all CPUs)");
+        for (name, v) in &s.counters {
+            let _ = writeln!(o, "  {name:<18} {v}");
+        }
+    }
+    o
+}
+
+fn render_cgroup(o: &mut String, s: &Status) {
+    let _ = match (&s.cgroup, s.cgroup_id) {
+        (Some(path), Some(id)) => writeln!(
+            o,
+            "cgroup    {} (id {id}); sock_ops programs there [{}]: {}",
+            path.display(),
+            s.cgroup_flags.map_or("?", flags_name),
+            s.cgroup_programs
+                .iter()
+                .map(|(id, name)| format!("{id} {name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (Some(path), None) => writeln!(o, "cgroup    {} no longer exists", path.display()),
+        _ => writeln!(o, "cgroup    unknown (no attach record)"),
+    };
+}
+
+fn render_programs(o: &mut String, programs: &[ProgStatus]) {
     let _ = writeln!(o, "programs");
-    for p in &s.programs {
+    for p in programs {
         let attached = match p.attached {
             Some(true) => "attached",
             Some(false) => "NOT attached",
@@ -329,30 +376,6 @@ pub fn render(s: &Status) -> String {
         }
         o.push('\n');
     }
-    let _ = writeln!(o, "maps");
-    for m in &s.maps {
-        let _ = writeln!(
-            o,
-            "  {:>5}  {:<12}  {:<16} key {:>2} B  value {:>4} B  entries {}/{}",
-            m.id,
-            m.map_type.name(),
-            m.name,
-            m.key_size,
-            m.value_size,
-            m.entries,
-            m.max_entries
-        );
-    }
-    if !s.others.is_empty() {
-        let _ = writeln!(o, "{}", others_note(&s.others));
-    }
-    if !s.counters.is_empty() {
-        let _ = writeln!(o, "counters (all CPUs)");
-        for (name, v) in &s.counters {
-            let _ = writeln!(o, "  {name:<18} {v}");
-        }
-    }
-    o
 }
 
 /// "12 rawload_sockops, 13 rawload_sk_msg"

@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -51,11 +52,10 @@ fn connect_pairs(transport: Transport, conns: usize) -> Result<Vec<Ends>> {
             }
         }
         Transport::Unix => {
-            let name = format!(
-                "rawload-bench-{}-{:x}",
-                std::process::id(),
-                Instant::now().elapsed().as_nanos()
-            );
+            // Unique per process and per call: runs of one bench share a process.
+            static CALLS: AtomicU32 = AtomicU32::new(0);
+            let call = CALLS.fetch_add(1, Ordering::Relaxed);
+            let name = format!("rawload-bench-{}-{call}", std::process::id());
             let addr =
                 UnixAddr::from_abstract_name(name.as_bytes()).context("an abstract socket name")?;
             let listener = UnixListener::bind_addr(&addr)

@@ -27,11 +27,6 @@ pub trait Fields {
     fn fields(&self) -> String;
 }
 
-fn name(bytes: &[u8; 16]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(16);
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 impl Fields for MapCreate {
     fn fields(&self) -> String {
         format!(
@@ -42,7 +37,7 @@ impl Fields for MapCreate {
             self.value_size,
             self.max_entries,
             self.map_flags,
-            name(&self.map_name)
+            super::cstr_field(&self.map_name)
         )
     }
 }
@@ -74,7 +69,7 @@ impl Fields for ProgLoad {
             self.log_level,
             self.log_size,
             self.kern_version,
-            name(&self.prog_name),
+            super::cstr_field(&self.prog_name),
             self.expected_attach_type
         )
     }
