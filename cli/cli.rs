@@ -1,7 +1,9 @@
 //! The command line: parse arguments, call the library, print results.
 //!
 //! Errors end here: one line on stderr (`rawload: error: ...`), plus the
-//! verifier log when the kernel gave one, and a non-zero exit code.
+//! verifier log when the kernel gave one, and a non-zero exit code. (An undo
+//! that itself fails while a failed attach unwinds is printed where it
+//! happens, as `rawload: while undoing a failed attach: ...`, before it.)
 
 use std::io::Write;
 use std::net::SocketAddr;

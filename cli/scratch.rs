@@ -31,22 +31,32 @@ impl PrivateCgroup {
 
 impl Drop for PrivateCgroup {
     fn drop(&mut self) {
-        for _ in 0..100 {
-            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            match std::fs::remove_dir(&self.0) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => return,
-            }
+        if !remove_private_cgroup(&self.0) {
+            eprintln!("rawload: could not remove {}", self.0.display());
         }
     }
+}
+
+/// Removes a cgroup that only the caller's own processes ever joined, ending
+/// them first with SIGKILL; retries for up to 2 s while they exit. Returns
+/// whether the cgroup is gone.
+pub fn remove_private_cgroup(cgroup: &Path) -> bool {
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match std::fs::remove_dir(cgroup) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// Attaches `object` to `cgroup` with pins in `pins`, no port policy. Only

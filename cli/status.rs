@@ -68,7 +68,9 @@ pub struct Status {
 
 impl Status {
     /// sock_ops and sk_msg (and the sk_skb verdict where there is one) are
-    /// loaded and attached where they should be.
+    /// loaded and attached where they should be. Before 5.19 the kernel cannot
+    /// list a sockmap's programs (`attached` is `None`): the pinned programs
+    /// then count as attached, as the pins exist only after the attach.
     pub fn attached(&self) -> bool {
         let has = |t| self.programs.iter().any(|p| p.prog_type == t);
         has(ProgType::SOCK_OPS)

@@ -4,7 +4,8 @@
 //! - `rawload_addrs`: this host's own addresses. sock_ops only inserts a
 //!   socket whose peer is a loopback address or one of these, so traffic to
 //!   other hosts never pays for the sockmap path.
-//! - `rawload_ports`: the `--ports` allow list as a 65536-bit bitmap.
+//! - `rawload_ports`: `--ports` and `--exclude-ports` as two 65536-bit bitmaps,
+//!   allow then deny; an empty allow bitmap allows every port.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -132,22 +132,9 @@ impl Drop for TestEnv {
 /// Removes a cgroup that only this test's processes ever joined, ending
 /// them first (only processes this test started can be in it).
 fn remove_cgroup(cgroup: &Path) {
-    let procs = cgroup.join("cgroup.procs");
-    for _ in 0..100 {
-        let pids = std::fs::read_to_string(&procs).unwrap_or_default();
-        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        match std::fs::remove_dir(cgroup) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
+    if !rawload::scratch::remove_private_cgroup(cgroup) {
+        eprintln!("cleanup: could not remove {}", cgroup.display());
     }
-    eprintln!("cleanup: could not remove {}", cgroup.display());
 }
 
 /// A cgroup next to a test's own, with nothing attached: where plain TCP is
