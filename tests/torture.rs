@@ -210,82 +210,93 @@ fn sample_tcp_mem(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     })
 }
 
-/// Scenario 4: Slow and dead readers.
+/// Scenario 4: Slow and dead readers on the redirect path (`--stream-bytes
+/// 0`: streams are never moved to TCP):
+/// - a reader that pauses while the sender pushes: what waits stays within
+///   TCP's memory limit, and nothing is lost;
+/// - a reader killed mid-stream: the sender gets an error, nothing hangs,
+///   and the sockets leave the map.
+///
+/// (The same paused reader under the default bound is scenario 11.)
 #[test]
 fn s4_slow_and_dead_readers() {
     let env = TestEnv::new("s4");
     ok(env.attach(&[]));
-    let page = 4096;
+    s4_paused_reader_without_a_bound(&env);
+    s4_dead_reader_fails_the_sender(&env);
+    finish(&env);
+}
 
-    // A receiver that stops reading for a while as the sender pushes.
+/// A reader that pauses after 1 MiB while the sender pushes a long stream.
+struct PausedReader {
+    t: Transfer,
+    push: u64,
+    pause_ms: u64,
+    /// The high-water mark of TCP memory, in pages.
+    high: u64,
+    /// Above what TCP held before, in bytes.
+    parked: u64,
+}
+
+fn paused_reader(env: &TestEnv) -> PausedReader {
     let push = scale(256 * MIB, 1024 * MIB);
-    let pause_ms = scale(2000, 8000).to_string();
+    let pause_ms = scale(2000, 8000);
     let baseline = tcp_mem_pages();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_tcp_mem(stop.clone());
-    let size = push.to_string();
-    let t = Pair {
-        exe: Path::new(RAWLOAD),
-        server_cgroup: &env.cgroup,
-        client_cgroup: &env.cgroup,
-        listen: "127.0.0.1:0",
-        connect_host: "127.0.0.1",
-        connect_port: None,
-        server_args: [
-            "--bytes",
-            "0",
-            "--pause-after",
-            "1M",
-            "--pause-ms",
-            &pause_ms,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        client_args: ["--bytes", &size].iter().map(|s| s.to_string()).collect(),
-        limit: Duration::from_secs(300),
-    }
-    .run()
-    .unwrap();
+    let t = one_way(
+        env,
+        push,
+        &["--pause-after", "1M", "--pause-ms", &pause_ms.to_string()],
+    );
     stop.store(true, Ordering::Relaxed);
     let high = sampler.join().unwrap();
     assert_intact(&t);
-    let parked = high.saturating_sub(baseline) * page;
+    PausedReader {
+        t,
+        push,
+        pause_ms,
+        high,
+        parked: high.saturating_sub(baseline) * 4096,
+    }
+}
+
+/// With `--stream-bytes 0` (no bound) the sender never waits for a paused
+/// reader: what it sends waits in kernel memory, within TCP's hard limit.
+fn s4_paused_reader_without_a_bound(env: &TestEnv) {
+    let r = paused_reader(env);
     assert!(
-        high <= tcp_mem_limit_pages(),
+        r.high <= tcp_mem_limit_pages(),
         "TCP memory above the kernel's hard limit"
     );
     report(
         "4-slow-reader",
         format!(
-            "reader paused {pause_ms} ms while the sender pushed {} MiB: the sender never blocked ({:.2} s), up to {} MiB waited in kernel memory (tcp_mem hard limit {} MiB), 0 bytes lost after the reader resumed",
-            push / MIB,
-            t.client["secs"].as_f64().unwrap(),
-            parked / MIB,
-            tcp_mem_limit_pages() * page / MIB
+            "--stream-bytes 0, reader paused {} ms while the sender pushed {} MiB: the sender finished in {:.2} s, up to {} MiB waited in kernel memory (tcp_mem hard limit {} MiB), 0 bytes lost after the reader resumed",
+            r.pause_ms,
+            r.push / MIB,
+            r.t.client["secs"].as_f64().unwrap(),
+            r.parked / MIB,
+            tcp_mem_limit_pages() * 4096 / MIB
         ),
     );
+}
 
-    // A receiver that is killed mid-stream: the sender gets an error, nothing
-    // hangs, and the sockets leave the map.
-    let before_entries = env.sockets_in_map();
-    let cg = env.cgroup_arg();
-    let mut server = Command::new(RAWLOAD)
-        .args([
-            "peer",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--bytes",
-            "0",
-            "--cgroup",
-            &cg,
-            "--timeout",
-            "30",
-        ])
+/// `rawload peer` with these arguments, in the test's cgroup, for 30 s at most.
+fn spawn_peer(env: &TestEnv, args: &[&str]) -> std::process::Child {
+    Command::new(RAWLOAD)
+        .arg("peer")
+        .args(args)
+        .args(["--cgroup", &env.cgroup_arg(), "--timeout", "30"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn s4_dead_reader_fails_the_sender(env: &TestEnv) {
+    let before_entries = env.sockets_in_map();
+    let mut server = spawn_peer(env, &["serve", "--listen", "127.0.0.1:0", "--bytes", "0"]);
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
     let addr = lines
         .next()
@@ -294,23 +305,7 @@ fn s4_slow_and_dead_readers() {
         .strip_prefix("listening ")
         .unwrap()
         .to_string();
-    let client = Command::new(RAWLOAD)
-        .args([
-            "peer",
-            "connect",
-            "--to",
-            &addr,
-            "--bytes",
-            "4G",
-            "--cgroup",
-            &cg,
-            "--timeout",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let client = spawn_peer(env, &["connect", "--to", &addr, "--bytes", "4G"]);
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = Instant::now();
     server.kill().unwrap(); // SIGKILL, our own child
@@ -318,7 +313,6 @@ fn s4_slow_and_dead_readers() {
     let out = client.wait_with_output().unwrap();
     let took = killed_at.elapsed();
     assert!(!out.status.success(), "the sender must see the dead reader");
-    let errors = String::from_utf8_lossy(&out.stderr);
     assert!(
         took < Duration::from_secs(20),
         "the sender took {took:?} to notice"
@@ -327,21 +321,15 @@ fn s4_slow_and_dead_readers() {
         before_entries,
         "the dead connection's sockets stayed in the map",
     );
+    let result = Json::parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let error = result["errors"][0].as_str().unwrap_or("no error reported");
     report(
         "4-dead-reader",
         format!(
-            "receiver SIGKILLed mid-stream: sender failed after {:.2} s ({}), map entries back to {before_entries}",
+            "receiver SIGKILLed mid-stream: sender failed after {:.2} s ({error}), map entries back to {before_entries}",
             took.as_secs_f64(),
-            errors
-                .lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(120)
-                .collect::<String>()
         ),
     );
-    finish(&env);
 }
 
 /// Scenario 5: Half-close, close with unread data, RST.
@@ -431,8 +419,21 @@ fn s5_half_close_close_and_reset() {
 fn s6_lifecycle() {
     let env = TestEnv::new("s6");
     let before_programs = bpftool_prog_ids();
+    s6_attach_during_a_live_connection(&env);
+    s6_detach_while_connections_stream(&env);
+    s6_sigkill_at_every_attach_step(&env);
+    s6_wait_programs_unloaded(&before_programs);
+    report(
+        "6-lifecycle",
+        format!(
+            "SIGKILL after each of {} attach steps: detach or a new attach recovered a clean state every time",
+            rawload_loader::pipeline::KILL_POINTS.len()
+        ),
+    );
+}
 
-    // Attach while a connection is live: it keeps working, on TCP.
+/// Attach while a connection is live: it keeps working, on TCP.
+fn s6_attach_during_a_live_connection(env: &TestEnv) {
     let live = spawn_transfer(
         &env.cgroup,
         "127.0.0.1:0",
@@ -459,8 +460,9 @@ fn s6_lifecycle() {
             t.lo_delta / MIB
         ),
     );
+}
 
-    // Detach while 50 connections stream.
+fn s6_detach_while_connections_stream(env: &TestEnv) {
     let before = env.counters();
     let streaming = spawn_transfer(
         &env.cgroup,
@@ -488,9 +490,11 @@ fn s6_lifecycle() {
             t.payload / MIB
         ),
     );
+}
 
-    // SIGKILL at every step of attach; then detach (even steps) or a new
-    // attach (odd steps) must recover a clean state.
+/// SIGKILL at every step of attach; then detach (even steps) or a new
+/// attach (odd steps) must recover a clean state.
+fn s6_sigkill_at_every_attach_step(env: &TestEnv) {
     for (i, step) in rawload_loader::pipeline::KILL_POINTS.iter().enumerate() {
         let out = Command::new(RAWLOAD)
             .args([
@@ -499,6 +503,10 @@ fn s6_lifecycle() {
                 &env.cgroup_arg(),
                 "--pin-dir",
                 &env.pin_arg(),
+                // As `env.attach` does: a kill after the last step leaves
+                // the attachment the recovering attach finds.
+                "--stream-bytes",
+                "0",
             ])
             .env("RAWLOAD_KILL_AT", step)
             .output()
@@ -512,22 +520,7 @@ fn s6_lifecycle() {
         if i % 2 == 0 {
             ok(env.detach());
         } else {
-            let text = ok(env.attach(&[]));
-            let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", MIB, &[]);
-            assert_intact(&t);
-            assert!(t.lo_delta * 100 < t.payload, "after recovering from {step}");
-            // Pins left by the killed attach are cleaned first; a kill after
-            // the last step left a complete attachment.
-            let expected = match *step {
-                "record-pinned" | "programs-pinned" | "maps-pinned" => "cleaned up the pins",
-                "cgroup-attached" => "already attached",
-                _ => "rawload: attached to cgroup",
-            };
-            assert!(
-                text.contains(expected),
-                "{step}: expected {expected:?} in {text}"
-            );
-            ok(env.detach());
+            s6_attach_recovers_after(env, step);
         }
         assert!(!env.pin_dir.exists(), "{step}: pins left behind");
         assert!(
@@ -537,25 +530,43 @@ fn s6_lifecycle() {
             "{step}: still attached"
         );
     }
+}
+
+/// A new attach after `attach` was killed at `step` works, then detaches.
+fn s6_attach_recovers_after(env: &TestEnv, step: &str) {
+    let text = ok(env.attach(&[]));
+    let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", MIB, &[]);
+    assert_intact(&t);
+    assert!(t.lo_delta * 100 < t.payload, "after recovering from {step}");
+    // Pins left by the killed attach are cleaned first; a kill after the
+    // last step left a complete attachment.
+    let expected = match step {
+        "record-pinned" | "programs-pinned" | "maps-pinned" => "cleaned up the pins",
+        "cgroup-attached" => "already attached",
+        _ => "rawload: attached to cgroup",
+    };
+    assert!(
+        text.contains(expected),
+        "{step}: expected {expected:?} in {text}"
+    );
+    ok(env.detach());
+}
+
+/// Every program loaded since `before` is gone within 10 s (the kernel
+/// frees them once the last reference closes).
+fn s6_wait_programs_unloaded(before: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let new: Vec<u32> = bpftool_prog_ids()
             .into_iter()
-            .filter(|id| !before_programs.contains(id))
+            .filter(|id| !before.contains(id))
             .collect();
         if new.is_empty() {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "programs left behind: {new:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    report(
-        "6-lifecycle",
-        format!(
-            "SIGKILL after each of {} attach steps: detach or a new attach recovered a clean state every time",
-            rawload_loader::pipeline::KILL_POINTS.len()
-        ),
-    );
 }
 
 /// Scenario 7: A full socket map: extra connections stay on TCP and stay correct;
@@ -954,23 +965,34 @@ fn s11_backpressure() {
     let env = TestEnv::new("s11");
     let plain = env.sibling("plain");
     ok(env.attach_default());
-    let bound = rawload_loader::pipeline::DEFAULT_STREAM_BYTES as u64;
-    // One write in flight at the report (64 KiB writes) on top of the bound.
-    let slack = bound + 64 * 1024;
+    s11_reader_that_does_not_read(&env, &plain);
+    s11_reader_with_a_small_buffer(&env, &plain);
+    s11_reader_that_sends_without_reading(&env, &plain);
+    s11_conversation_stays_redirected(&env);
+    s11_upload_moves_to_tcp(&env);
+    s11_paused_reader_paces_the_sender(&env);
+    finish(&env);
+}
 
+/// The stream bound of a plain `rawload attach`.
+const BOUND: u64 = rawload_loader::pipeline::DEFAULT_STREAM_BYTES as u64;
+/// The bound plus one 64 KiB write in flight when the bound is reported.
+const BOUND_SLACK: u64 = BOUND + 64 * 1024;
+
+fn s11_reader_that_does_not_read(env: &TestEnv, plain: &SiblingCgroup) {
     let before = env.counters();
     let tcp = fill(&plain.0, "32M", "0", &[]);
     let rl = fill(&env.cgroup, "32M", "0", &[]);
     let after = env.counters();
     assert!(
-        rl <= tcp + slack,
-        "a writer to a reader that does not read got {rl} B accepted before EAGAIN, TCP {tcp} B: more than the {bound} B bound"
+        rl <= tcp + BOUND_SLACK,
+        "a writer to a reader that does not read got {rl} B accepted before EAGAIN, TCP {tcp} B: more than the {BOUND} B bound"
     );
     assert_eq!(delta(&before, &after, "streams_to_tcp"), 1);
     let redirected = delta(&before, &after, "bytes_redirected");
     assert!(
-        (bound - 64 * 1024..=bound).contains(&redirected),
-        "the redirect should stop just short of the {bound} B bound, stopped after {redirected} B"
+        (BOUND - 64 * 1024..=BOUND).contains(&redirected),
+        "the redirect should stop just short of the {BOUND} B bound, stopped after {redirected} B"
     );
     env.wait_sockets_in_map_at_most(0, "sockets left in the map after the fill test");
     report(
@@ -981,9 +1003,11 @@ fn s11_backpressure() {
             tcp as f64 / MIB as f64
         ),
     );
+}
 
-    // A reader with SO_RCVBUF 16 KiB: TCP accepts a fraction of the default;
-    // the bound follows the reader's buffer, so rawload does too.
+/// A reader with SO_RCVBUF 16 KiB: TCP accepts a fraction of the default;
+/// the bound follows the reader's buffer, so rawload does too.
+fn s11_reader_with_a_small_buffer(env: &TestEnv, plain: &SiblingCgroup) {
     let small = ["--rcvbuf", "16K"];
     let tcp = fill(&plain.0, "8M", "0", &small);
     let rl = fill(&env.cgroup, "8M", "0", &small);
@@ -995,20 +1019,22 @@ fn s11_backpressure() {
         "11-backpressure",
         format!("reader with SO_RCVBUF 16 KiB: EAGAIN after {rl} B (TCP {tcp} B), intact"),
     );
+}
 
-    // A reader that sends a stream of its own but reads nothing: only a
-    // kernel that counts redirected bytes as unread lets the writer know.
+/// A reader that sends a stream of its own but reads nothing: only a kernel
+/// that counts redirected bytes as unread lets the writer know.
+fn s11_reader_that_sends_without_reading(env: &TestEnv, plain: &SiblingCgroup) {
     let exact = rawload_loader::probe::redirect_counts_in_rmem().unwrap() == Some(true);
     let tcp = fill(&plain.0, "32M", "64M", &[]);
     let rl = fill(&env.cgroup, "32M", "64M", &[]);
     if exact {
         assert!(
-            rl <= tcp + slack,
+            rl <= tcp + BOUND_SLACK,
             "a reader that sends without reading got {rl} B before the writer's EAGAIN, TCP {tcp} B"
         );
     } else {
         assert!(
-            rl > tcp + slack,
+            rl > tcp + BOUND_SLACK,
             "this kernel cannot count unread redirected bytes, yet the writer was bounded: update docs/KERNEL-ISSUES.md §3"
         );
     }
@@ -1020,9 +1046,11 @@ fn s11_backpressure() {
             tcp as f64 / MIB as f64
         ),
     );
+}
 
-    // A conversation: 64 KiB turns each way on 4 connections, never more
-    // than one turn unanswered.
+/// A conversation: 64 KiB turns each way on 4 connections, never more than
+/// one turn unanswered.
+fn s11_conversation_stays_redirected(env: &TestEnv) {
     let before = env.counters();
     let args = ["--pattern", "turns", "--conns", "4"];
     let t = transfer(
@@ -1047,9 +1075,11 @@ fn s11_backpressure() {
             t.payload / MIB
         ),
     );
+}
 
-    // An upload past the bound, then a conversation on the same connection:
-    // the upload continues over TCP, and the connection leaves the map.
+/// An upload past the bound, then a conversation on the same connection:
+/// the upload continues over TCP, and the connection leaves the map.
+fn s11_upload_moves_to_tcp(env: &TestEnv) {
     let before = env.counters();
     let args = ["--pattern", "turns", "--lead", "4M", "--write-size", "16K"];
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 4 * MIB, &args);
@@ -1062,7 +1092,7 @@ fn s11_backpressure() {
     );
     let redirected = delta(&before, &after, "bytes_redirected");
     assert!(
-        redirected <= bound + t.payload - 4 * MIB,
+        redirected <= BOUND + t.payload - 4 * MIB,
         "{redirected} B redirected: more than the bound of the upload and the replies"
     );
     env.wait_sockets_in_map_at_most(0, "sockets left in the map after the upload");
@@ -1074,41 +1104,30 @@ fn s11_backpressure() {
             delta(&before, &after, "left_tcp") + delta(&before, &after, "left_peer_gone")
         ),
     );
+}
 
-    // A reader that pauses while the sender pushes.
-    let push = scale(256 * MIB, 1024 * MIB);
-    let pause_ms = scale(2000, 8000);
-    let baseline = tcp_mem_pages();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_tcp_mem(stop.clone());
-    let t = one_way(
-        &env,
-        push,
-        &["--pause-after", "1M", "--pause-ms", &pause_ms.to_string()],
-    );
-    stop.store(true, Ordering::Relaxed);
-    let parked = sampler.join().unwrap().saturating_sub(baseline) * 4096;
-    assert_intact(&t);
-    let secs = t.client["secs"].as_f64().unwrap();
+fn s11_paused_reader_paces_the_sender(env: &TestEnv) {
+    let r = paused_reader(env);
+    let secs = r.t.client["secs"].as_f64().unwrap();
     assert!(
-        secs * 1000.0 >= pause_ms as f64,
+        secs * 1000.0 >= r.pause_ms as f64,
         "the sender finished in {secs:.2} s, before the reader resumed: it was not paced"
     );
     // The bound, plus what TCP's own buffers hold (a few MiB on loopback).
     assert!(
-        parked <= 32 * MIB,
+        r.parked <= 32 * MIB,
         "{} MiB parked in kernel memory for a paused reader",
-        parked / MIB
+        r.parked / MIB
     );
     report(
         "11-backpressure",
         format!(
-            "reader paused {pause_ms} ms while the sender pushed {} MiB: at most {} MiB waited in kernel memory, the sender waited for the reader ({secs:.2} s), intact",
-            push / MIB,
-            parked / MIB
+            "reader paused {} ms while the sender pushed {} MiB: at most {} MiB waited in kernel memory, the sender waited for the reader ({secs:.2} s), intact",
+            r.pause_ms,
+            r.push / MIB,
+            r.parked / MIB
         ),
     );
-    finish(&env);
 }
 
 /// A client reading with epoll and checking FIONREAD before every read.
@@ -1118,6 +1137,9 @@ const FIONREAD_READER: [&str; 3] = ["--reader", "epoll", "--fionread"];
 fn fionread_wrong(t: &Transfer) -> u64 {
     t.client["fionread_zero"].as_u64().unwrap() + t.server["fionread_zero"].as_u64().unwrap()
 }
+
+/// The host's end of scenario 12's veth.
+const S12_HOST: &str = "10.213.7.1";
 
 /// Scenario 12: no half states. A socket whose peer cannot join the map
 /// (the server runs outside the cgroup, the address is DNAT'd, the peer is
@@ -1129,12 +1151,20 @@ fn fionread_wrong(t: &Transfer) -> u64 {
 fn s12_no_half_states() {
     let netns = Netns::new("s12");
     // Before the attach: rawload learns this host's addresses then.
-    let veth = Veth::new(&netns, "10.213.7.1", "10.213.7.2");
+    let _veth = Veth::new(&netns, S12_HOST, "10.213.7.2");
     let env = TestEnv::new("s12");
     let outside = env.sibling("outside");
     ok(env.attach_default());
-    let conns = scale(20, 200).to_string();
+    s12_server_outside_the_cgroup(&env, &outside);
+    s12_client_leaves_while_open(&env, &outside);
+    s12_dnat_in_a_namespace(&env, &netns);
+    s12_client_in_another_namespace(&env, &netns);
+    env.wait_sockets_in_map_at_most(0, "sockets left in the map after scenario 12");
+    finish(&env);
+}
 
+fn s12_server_outside_the_cgroup(env: &TestEnv, outside: &SiblingCgroup) {
+    let conns = scale(20, 200).to_string();
     for (pattern, who) in [
         ("duplex", "client sends first"),
         ("greeting", "server sends first"),
@@ -1163,8 +1193,10 @@ fn s12_no_half_states() {
             ),
         );
     }
+}
 
-    // While the connection is open: the client left at its first send.
+/// While the connection is open: the client left at its first send.
+fn s12_client_leaves_while_open(env: &TestEnv, outside: &SiblingCgroup) {
     let slow = ["--bytes", "0", "--pause-after", "64K", "--pause-ms", "1500"];
     std::thread::scope(|s| {
         let running = s.spawn(|| pair_in(&outside.0, &env.cgroup, &slow, &["--bytes", "1M"]));
@@ -1177,33 +1209,46 @@ fn s12_no_half_states() {
             "a client whose server is outside stayed in the map"
         );
     });
+}
 
-    // A DNAT'd address inside a namespace: the client connects to :A, the
-    // server listens on :B; the two keys can never pair.
+/// A transfer in the test's cgroup where the server listens on `listen` and
+/// the client connects to `connect` (host, and a port where it differs).
+fn pair_at(
+    env: &TestEnv,
+    listen: &str,
+    connect: (&str, Option<u16>),
+    server_args: &[&str],
+    client_args: &[&str],
+) -> Transfer {
+    let own = |args: &[&str]| args.iter().map(|s| s.to_string()).collect();
+    Pair {
+        exe: Path::new(RAWLOAD),
+        server_cgroup: &env.cgroup,
+        client_cgroup: &env.cgroup,
+        listen,
+        connect_host: connect.0,
+        connect_port: connect.1,
+        server_args: own(server_args),
+        client_args: own(client_args),
+        limit: Duration::from_secs(120),
+    }
+    .run()
+    .unwrap()
+}
+
+/// A DNAT'd address inside a namespace: the client connects to :A, the
+/// server listens on :B; the two keys can never pair.
+fn s12_dnat_in_a_namespace(env: &TestEnv, netns: &Netns) {
     let (a, b) = (free_port(), free_port());
     let rule = format!(
         "table ip rawload_test {{\n chain out {{\n  type nat hook output priority -100;\n  ip daddr 127.0.0.1 tcp dport {a} dnat to 127.0.0.1:{b}\n }}\n}}\n"
     );
-    nft(&netns, &rule);
+    nft(netns, &rule);
     let before = env.counters();
-    let listen = format!("127.0.0.1:{b}");
-    let ns = ["--netns", netns.0.as_str()];
-    let server: Vec<&str> = ns.iter().copied().chain(["--bytes", "1M"]).collect();
+    let server = ["--netns", netns.0.as_str(), "--bytes", "1M"];
     let client: Vec<&str> = server.iter().chain(&FIONREAD_READER).copied().collect();
-    let own = |args: &[&str]| args.iter().map(|s| s.to_string()).collect();
-    let t = Pair {
-        exe: Path::new(RAWLOAD),
-        server_cgroup: &env.cgroup,
-        client_cgroup: &env.cgroup,
-        listen: &listen,
-        connect_host: "127.0.0.1",
-        connect_port: Some(a),
-        server_args: own(&server),
-        client_args: own(&client),
-        limit: Duration::from_secs(120),
-    }
-    .run()
-    .unwrap();
+    let listen = format!("127.0.0.1:{b}");
+    let t = pair_at(env, &listen, ("127.0.0.1", Some(a)), &server, &client);
     assert_intact(&t);
     let after = env.counters();
     assert_eq!(
@@ -1227,29 +1272,18 @@ fn s12_no_half_states() {
             "DNAT 127.0.0.1:{a} -> :{b} in a namespace: 1 MiB each way intact, the server stayed out, the client left the map"
         ),
     );
+}
 
-    // A client in another namespace connects to an address of this host
-    // (a pod to its node's IP): the server's end sees a remote peer.
+/// A client in another namespace connects to an address of this host (a
+/// pod to its node's IP): the server's end sees a remote peer.
+fn s12_client_in_another_namespace(env: &TestEnv, netns: &Netns) {
     let before = env.counters();
-    let client: Vec<&str> = ns
-        .iter()
-        .copied()
-        .chain(["--bytes", "1M"])
+    let client: Vec<&str> = ["--netns", netns.0.as_str(), "--bytes", "1M"]
+        .into_iter()
         .chain(FIONREAD_READER)
         .collect();
-    let t = Pair {
-        exe: Path::new(RAWLOAD),
-        server_cgroup: &env.cgroup,
-        client_cgroup: &env.cgroup,
-        listen: "10.213.7.1:0",
-        connect_host: "10.213.7.1",
-        connect_port: None,
-        server_args: own(&["--bytes", "1M"]),
-        client_args: own(&client),
-        limit: Duration::from_secs(120),
-    }
-    .run()
-    .unwrap();
+    let listen = format!("{S12_HOST}:0");
+    let t = pair_at(env, &listen, (S12_HOST, None), &["--bytes", "1M"], &client);
     assert_intact(&t);
     let after = env.counters();
     assert_eq!(
@@ -1270,12 +1304,9 @@ fn s12_no_half_states() {
     report(
         "12-half-states",
         format!(
-            "client in another namespace -> this host's {} address: 1 MiB each way intact, the client left the map",
-            veth.host
+            "client in another namespace -> this host's {S12_HOST} address: 1 MiB each way intact, the client left the map"
         ),
     );
-    env.wait_sockets_in_map_at_most(0, "sockets left in the map after scenario 12");
-    finish(&env);
 }
 
 /// Loads an nftables ruleset into the test's namespace (removed with it).
