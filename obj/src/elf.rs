@@ -48,8 +48,6 @@ const MAP_DEF_SIZE: usize = 20;
 const MAX_KEY_SIZE: u32 = 512;
 const MAX_VALUE_SIZE: u32 = 1 << 20;
 const MAX_ENTRIES: u32 = 1 << 24;
-/// The kernel's per-program instruction limit (BPF_COMPLEXITY_LIMIT_INSNS).
-pub const MAX_INSNS: usize = 1_000_000;
 
 /// Parses an eBPF ELF object.
 pub fn parse(data: &[u8]) -> Result<Object> {

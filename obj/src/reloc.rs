@@ -18,8 +18,7 @@ use std::os::fd::RawFd;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::elf::MAX_INSNS;
-use crate::insn::{INSN_SIZE, Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::insn::{INSN_SIZE, Insn, MAX_INSNS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::obj::{MapRef, Placement, ProgramSpec, RefKind};
 
 /// A function found in an instruction section, before linking.
@@ -144,20 +143,9 @@ pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>>
 mod tests {
     use super::*;
 
+    /// A bpf-to-bpf call as clang leaves it, for a relocation to name the callee.
     fn call() -> Insn {
-        Insn {
-            code: crate::insn::CALL,
-            regs: 0x10,
-            off: 0,
-            imm: -1,
-        }
-    }
-
-    fn exit() -> Insn {
-        Insn {
-            code: 0x95,
-            ..Default::default()
-        }
+        Insn::pseudo_call(-1)
     }
 
     fn func(name: &str, insns: Vec<Insn>, relocs: Vec<FnReloc>) -> Function {
@@ -177,7 +165,7 @@ mod tests {
         let functions = vec![
             func(
                 "main",
-                vec![call(), call(), call(), exit()],
+                vec![call(), call(), call(), Insn::exit()],
                 vec![
                     FnReloc::Call { insn: 0, callee: 1 },
                     FnReloc::Call { insn: 1, callee: 2 },
@@ -186,11 +174,11 @@ mod tests {
             ),
             func(
                 "a",
-                vec![call(), exit()],
+                vec![call(), Insn::exit()],
                 vec![FnReloc::Call { insn: 0, callee: 2 }],
             ),
-            func("b", vec![exit()], vec![]),
-            func("unused", vec![exit()], vec![]),
+            func("b", vec![Insn::exit()], vec![]),
+            func("unused", vec![Insn::exit()], vec![]),
         ];
         let (insns, _, layout) = link(&functions, 0).unwrap();
         let names: Vec<_> = layout.iter().map(|p| (p.name.as_str(), p.start)).collect();
@@ -204,15 +192,10 @@ mod tests {
 
     #[test]
     fn map_references_get_fds() {
-        let ld = Insn {
-            code: crate::insn::LD_IMM64,
-            regs: 0x01,
-            off: 0,
-            imm: 0,
-        };
+        let [ld, ld2] = Insn::ld_imm64(1, 0);
         let functions = vec![func(
             "main",
-            vec![ld, Insn::default(), ld, Insn::default(), exit()],
+            vec![ld, ld2, ld, ld2, Insn::exit()],
             vec![
                 FnReloc::Map {
                     insn: 0,
