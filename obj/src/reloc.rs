@@ -16,8 +16,7 @@
 
 use std::os::fd::RawFd;
 
-use anyhow::{Context, Result, bail, ensure};
-
+use crate::error::{Error, LinkProblem, Result};
 use crate::insn::{INSN_SIZE, Insn, MAX_INSNS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::obj::{MapRef, Placement, ProgramSpec, RefKind};
 
@@ -58,6 +57,10 @@ pub fn link(
     functions: &[Function],
     main: usize,
 ) -> Result<(Vec<Insn>, Vec<MapRef>, Vec<Placement>)> {
+    let link_error = |problem| Error::Link {
+        program: functions[main].name.clone(),
+        problem,
+    };
     let mut insns = functions[main].insns.clone();
     // (function, start index in `insns`), in order of placement.
     let mut placed: Vec<(usize, usize)> = vec![(main, 0)];
@@ -84,17 +87,17 @@ pub fn link(
                         None => {
                             let s = insns.len();
                             insns.extend_from_slice(&functions[*callee].insns);
-                            ensure!(
-                                insns.len() <= MAX_INSNS,
-                                "more than {MAX_INSNS} instructions after linking"
-                            );
+                            if insns.len() > MAX_INSNS {
+                                return Err(link_error(LinkProblem::TooManyInsns));
+                            }
                             placed.push((*callee, s));
                             s
                         }
                     };
                     let at = start + insn;
                     let delta = callee_start as i64 - at as i64 - 1;
-                    insns[at].imm = i32::try_from(delta).context("call distance overflows")?;
+                    insns[at].imm = i32::try_from(delta)
+                        .map_err(|_| link_error(LinkProblem::CallTooFar { insn: at }))?;
                 }
             }
         }
@@ -116,18 +119,18 @@ pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>>
     let mut insns = prog.insns.clone();
     for r in &prog.map_refs {
         let Some(Some(fd)) = map_fds.get(r.map) else {
-            bail!(
-                "program '{}' uses map #{} ('{}'), which was not created",
-                prog.name,
-                r.map,
-                r.symbol
-            );
+            return Err(Error::MissingMapFd {
+                program: prog.name.clone(),
+                map: r.map,
+                symbol: r.symbol.clone(),
+            });
         };
-        ensure!(
-            r.insn + 1 < insns.len(),
-            "map reference past the end of '{}'",
-            prog.name
-        );
+        if r.insn + 1 >= insns.len() {
+            return Err(Error::MapRefOutOfRange {
+                program: prog.name.clone(),
+                insn: r.insn,
+            });
+        }
         let (src, second_imm) = match r.kind {
             RefKind::Map => (PSEUDO_MAP_FD, 0),
             RefKind::Value { offset } => (PSEUDO_MAP_VALUE, offset as i32),
@@ -191,6 +194,25 @@ mod tests {
     }
 
     #[test]
+    fn programs_longer_than_the_kernel_allows_are_refused() {
+        let functions = vec![
+            func(
+                "main",
+                vec![call(), Insn::exit()],
+                vec![FnReloc::Call { insn: 0, callee: 1 }],
+            ),
+            func("huge", vec![Insn::exit(); MAX_INSNS - 1], vec![]),
+        ];
+        assert_eq!(
+            link(&functions, 0).unwrap_err(),
+            Error::Link {
+                program: "main".into(),
+                problem: LinkProblem::TooManyInsns
+            }
+        );
+    }
+
+    #[test]
     fn map_references_get_fds() {
         let [ld, ld2] = Insn::ld_imm64(1, 0);
         let functions = vec![func(
@@ -229,6 +251,13 @@ mod tests {
             (patched[2].src(), patched[2].imm, patched[3].imm),
             (2, 9, 12)
         );
-        assert!(apply(&prog, &[Some(7), None]).is_err());
+        assert_eq!(
+            apply(&prog, &[Some(7), None]),
+            Err(Error::MissingMapFd {
+                program: "main".into(),
+                map: 1,
+                symbol: ".rodata".into()
+            })
+        );
     }
 }
