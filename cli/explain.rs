@@ -82,8 +82,8 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
         }
     }
 
-    let fds: Vec<Option<i32>> = (0..obj.maps.len())
-        .map(|i| Some(EXAMPLE_FD_BASE + i as i32))
+    let fds: Vec<i32> = (0..obj.maps.len())
+        .map(|i| EXAMPLE_FD_BASE + i as i32)
         .collect();
     for p in &obj.programs {
         let patched = reloc::apply(p, &fds)?;

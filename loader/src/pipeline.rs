@@ -557,7 +557,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     narrate!("7. fill the policy maps: this host's addresses, the port policy");
     let host_addresses = fill_policy_maps(&obj, &maps, &port_policy)?;
     kill_point("maps-created");
-    let fds: Vec<Option<RawFd>> = maps.iter().map(|m| Some(m.raw_fd())).collect();
+    let fds: Vec<RawFd> = maps.iter().map(|m| m.raw_fd()).collect();
     let load = |step: &str, spec: &ProgramSpec| -> Result<Program> {
         let insns = reloc::apply(spec, &fds)?;
         narrate!(

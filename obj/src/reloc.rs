@@ -115,10 +115,10 @@ pub fn link(
 
 /// Returns the program's instructions with every map reference patched to
 /// the descriptor in `map_fds` (indexed like `Object::maps`).
-pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>> {
+pub fn apply(prog: &ProgramSpec, map_fds: &[RawFd]) -> Result<Vec<Insn>> {
     let mut insns = prog.insns.clone();
     for r in &prog.map_refs {
-        let Some(Some(fd)) = map_fds.get(r.map) else {
+        let Some(&fd) = map_fds.get(r.map) else {
             return Err(Error::MissingMapFd {
                 program: prog.name.clone(),
                 map: r.map,
@@ -136,7 +136,7 @@ pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>>
             RefKind::Value { offset } => (PSEUDO_MAP_VALUE, offset as i32),
         };
         insns[r.insn].set_src(src);
-        insns[r.insn].imm = *fd;
+        insns[r.insn].imm = fd;
         insns[r.insn + 1].imm = second_imm;
     }
     Ok(insns)
@@ -242,7 +242,7 @@ mod tests {
             map_refs,
             layout,
         };
-        let patched = apply(&prog, &[Some(7), Some(9)]).unwrap();
+        let patched = apply(&prog, &[7, 9]).unwrap();
         assert_eq!(
             (patched[0].src(), patched[0].imm, patched[1].imm),
             (1, 7, 0)
@@ -252,7 +252,7 @@ mod tests {
             (2, 9, 12)
         );
         assert_eq!(
-            apply(&prog, &[Some(7), None]),
+            apply(&prog, &[7]),
             Err(Error::MissingMapFd {
                 program: "main".into(),
                 map: 1,
