@@ -117,7 +117,7 @@ fn fionread() -> Check {
 /// read (what waits to be read, SO_RCVBUF, SO_SNDBUF).
 fn kernel_fields() -> Check {
     let found = rawload_loader::vmlinux::btf().and_then(|btf| {
-        kfield::resolve(&btf, "sock", &["sk_backlog", "rmem_alloc"], 4).map(|f| f.offset)
+        Ok(kfield::resolve(&btf, "sock", &["sk_backlog", "rmem_alloc"], 4)?.offset)
     });
     match found {
         Ok(offset) => check(

@@ -39,8 +39,8 @@ pub fn explain(source: &ObjectSource) -> Result<String> {
     let _ = writeln!(o, "rawload explain: {source}, {} bytes\n", bytes.len());
     sections_text(&mut o, &obj);
     maps_text(&mut o, &obj);
-    let fds: Vec<Option<i32>> = (0..obj.maps.len())
-        .map(|i| Some(EXAMPLE_FD_BASE + i as i32))
+    let fds: Vec<i32> = (0..obj.maps.len())
+        .map(|i| EXAMPLE_FD_BASE + i as i32)
         .collect();
     for p in &obj.programs {
         program_text(&mut o, &obj, p, &reloc::apply(p, &fds)?);

@@ -9,7 +9,7 @@ pub fn object(data: &[u8]) -> bool {
     let Ok(mut obj) = rawload_obj::elf::parse(data) else {
         return false;
     };
-    let fds: Vec<Option<i32>> = (0..obj.maps.len() as i32).map(|fd| Some(fd + 3)).collect();
+    let fds: Vec<i32> = (0..obj.maps.len() as i32).map(|fd| fd + 3).collect();
     for prog in &obj.programs {
         let _ = rawload_obj::reloc::apply(prog, &fds);
     }

@@ -2,7 +2,10 @@
 //! No kernel involved: these run anywhere, without root.
 
 use rawload_obj::elf;
-use rawload_obj::insn::{INSN_SIZE, Insn, PSEUDO_CALL};
+use rawload_obj::error::{
+    BtfError, Error, GlobalProblem, MapProblem, MapSectionProblem, NotBpf, RelocProblem,
+};
+use rawload_obj::insn::{CALL, INSN_SIZE, Insn, LD_IMM64};
 use rawload_obj::obj::{MapOrigin, RefKind};
 use rawload_obj::uapi::{MapType, ProgType};
 
@@ -188,13 +191,10 @@ fn section<'a>(s: &'a [Shdr], name: &str) -> &'a Shdr {
     s.iter().find(|h| h.name == name).unwrap()
 }
 
-fn expect_error(bytes: &[u8], needle: &str) {
+fn parse_error(bytes: &[u8]) -> Error {
     match elf::parse(bytes) {
-        Ok(_) => panic!("a broken object parsed (expected {needle:?})"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(msg.contains(needle), "expected {needle:?} in {msg:?}");
-        }
+        Ok(_) => panic!("a broken object parsed"),
+        Err(e) => e,
     }
 }
 
@@ -209,7 +209,15 @@ fn truncated_objects_are_errors() {
 fn wrong_machine_is_an_error() {
     let mut b = LEGACY.to_vec();
     b[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    expect_error(&b, "not BPF");
+    let e = parse_error(&b);
+    assert!(
+        matches!(e, Error::NotBpfObject(NotBpf::Machine(_))),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("compile with clang -target bpf"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -217,7 +225,7 @@ fn missing_symbol_table_is_an_error() {
     let mut b = LEGACY.to_vec();
     let symtab = sections(&b).into_iter().find(|s| s.sh_type == 2).unwrap();
     b[symtab.offset + 4..symtab.offset + 8].copy_from_slice(&0u32.to_le_bytes()); // SHT_NULL
-    expect_error(&b, "no symbol table");
+    assert_eq!(parse_error(&b), Error::NotBpfObject(NotBpf::NoSymbolTable));
 }
 
 #[test]
@@ -227,23 +235,50 @@ fn relocation_to_a_missing_symbol_is_an_error() {
     // r_info = (symbol << 32) | type; point the first entry at symbol 9999.
     let r_info = (9999u64 << 32) | u64::from(u32_at(&b, rel + 8));
     b[rel + 8..rel + 16].copy_from_slice(&r_info.to_le_bytes());
-    assert!(elf::parse(&b).is_err());
+    let e = parse_error(&b);
+    assert!(
+        matches!(
+            e,
+            Error::Relocation {
+                problem: RelocProblem::MissingSymbol { index: 9999 },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
-fn relocation_on_a_wrong_instruction_is_an_error() {
-    let mut b = LEGACY.to_vec();
-    let s = sections(&b);
-    let rel = section(&s, ".relsockops").sh_offset;
-    // Move the first relocation onto instruction 0, which is no ld_imm64.
-    b[rel..rel + 8].copy_from_slice(&0u64.to_le_bytes());
-    let first = Insn::from_bytes(
-        &b[section(&s, "sockops").sh_offset..][..INSN_SIZE]
-            .try_into()
-            .unwrap(),
+fn relocations_on_wrong_instructions_are_errors() {
+    let s = sections(LEGACY);
+    let rel = section(&s, ".relsockops");
+    let code = LEGACY[section(&s, "sockops").sh_offset];
+    assert!(
+        code != LD_IMM64 && code != CALL,
+        "instruction 0 is {code:#x}"
     );
-    assert!(!first.is_ld_imm64());
-    expect_error(&b, "relocation at sockops+0x0 is on instruction 0x");
+    // The first R_BPF_64_64 (a map load) and the first R_BPF_64_32 (a
+    // call), each moved onto instruction 0. Elf64_Rel: r_offset, r_info.
+    for (r_type, want) in [
+        (1, RelocProblem::NotLdImm64 { code }),
+        (10, RelocProblem::NotCall { code }),
+    ] {
+        let entry = (rel.sh_offset..rel.sh_offset + rel.sh_size)
+            .step_by(16)
+            .find(|&e| u32_at(LEGACY, e + 8) == r_type)
+            .unwrap_or_else(|| panic!("no relocation of type {r_type}"));
+        let mut b = LEGACY.to_vec();
+        b[entry..entry + 8].copy_from_slice(&0u64.to_le_bytes());
+        match parse_error(&b) {
+            Error::Relocation {
+                section,
+                offset: 0,
+                problem,
+                ..
+            } => assert_eq!((section.as_str(), problem), ("sockops", want)),
+            e => panic!("{e:?}"),
+        }
+    }
 }
 
 #[test]
@@ -254,12 +289,28 @@ fn bad_map_definitions_are_errors() {
         b[maps + 4 * field..maps + 4 * field + 4].copy_from_slice(&value.to_le_bytes());
         b
     };
-    expect_error(&patch(0, 99), "type 99");
-    expect_error(&patch(1, 0), "key size 0");
-    expect_error(&patch(2, 0), "value size 0");
-    expect_error(&patch(2, 16), "4- or 8-byte value");
-    expect_error(&patch(3, 0), "max_entries 0");
-    expect_error(&patch(3, u32::MAX), "max_entries");
+    let problem = |field: usize, value: u32| match parse_error(&patch(field, value)) {
+        Error::InvalidMap { map, problem } if map == "sock_ops_map" => problem,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(problem(0, 99), MapProblem::UnknownType(MapType(99)));
+    assert!(matches!(problem(1, 0), MapProblem::KeySize { size: 0, .. }));
+    assert!(matches!(
+        problem(2, 0),
+        MapProblem::ValueSize { size: 0, .. }
+    ));
+    assert_eq!(problem(2, 16), MapProblem::SocketValueSize(16));
+    assert!(matches!(
+        problem(3, 0),
+        MapProblem::MaxEntries { entries: 0, .. }
+    ));
+    assert!(matches!(
+        problem(3, u32::MAX),
+        MapProblem::MaxEntries {
+            entries: u32::MAX,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -268,12 +319,40 @@ fn broken_btf_is_an_error() {
     let btf = section(&all, ".BTF");
     let mut b = RELEASE.to_vec();
     b[btf.sh_offset] ^= 0xff; // magic
-    expect_error(&b, "BTF");
+    assert!(matches!(
+        parse_error(&b),
+        Error::Btf(BtfError::Magic { .. })
+    ));
     let mut b = RELEASE.to_vec();
     // Make the type section claim to run past the end of .BTF.
     let type_len = btf.sh_offset + 12;
     b[type_len..type_len + 4].copy_from_slice(&(btf.sh_size as u32 * 2).to_le_bytes());
-    expect_error(&b, "BTF");
+    assert_eq!(
+        parse_error(&b),
+        Error::Btf(BtfError::OutsideBlob { part: "type" })
+    );
+}
+
+#[test]
+fn btf_maps_without_btf_are_an_error_that_names_the_fix() {
+    // Rename .BTF (and .rel.BTF, which may share its string) to .XTF.
+    let mut b = RELEASE.to_vec();
+    let all = sections(&b);
+    let shstrtab = &all[u16_at(&b, 62) as usize];
+    let names = shstrtab.sh_offset..shstrtab.sh_offset + shstrtab.sh_size;
+    let hits: Vec<usize> = b[names.clone()]
+        .windows(5)
+        .enumerate()
+        .filter(|(_, w)| *w == b".BTF\0")
+        .map(|(i, _)| names.start + i)
+        .collect();
+    assert!(!hits.is_empty());
+    for at in hits {
+        b[at + 1] = b'X';
+    }
+    let e = parse_error(&b);
+    assert_eq!(e, Error::MapSection(MapSectionProblem::NoBtf));
+    assert!(e.to_string().contains("compile with clang -g"), "{e}");
 }
 
 #[test]
@@ -282,13 +361,54 @@ fn a_call_into_the_void_is_an_error() {
     let s = sections(&b);
     let text = section(&s, "sockops");
     let insns = Insn::decode_all(&b[text.sh_offset..text.sh_offset + text.sh_size]).unwrap();
-    let call = insns
-        .iter()
-        .position(|i| i.code == 0x85 && i.src() == PSEUDO_CALL)
-        .unwrap();
+    let call = insns.iter().position(|i| i.is_pseudo_call()).unwrap();
     let at = text.sh_offset + call * INSN_SIZE + 4;
     b[at..at + 4].copy_from_slice(&1000i32.to_le_bytes());
-    expect_error(&b, "not the start of a function");
+    let e = parse_error(&b);
+    assert!(
+        matches!(
+            &e,
+            Error::Relocation {
+                problem: RelocProblem::CallTarget { target, .. },
+                ..
+            } if target == ".text"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn programs_and_globals_that_are_not_there_are_errors() {
+    let mut obj = elf::parse(RELEASE).unwrap();
+    assert_eq!(
+        obj.program(ProgType::SOCKET_FILTER).unwrap_err(),
+        Error::MissingProgram {
+            prog_type: ProgType::SOCKET_FILTER,
+            section: "?"
+        }
+    );
+    let mut twice = obj.clone();
+    let mut copy = twice.program(ProgType::SK_MSG).unwrap().clone();
+    copy.name = "copy".into();
+    twice.programs.push(copy);
+    assert!(matches!(
+        twice.optional_program(ProgType::SK_MSG),
+        Err(Error::DuplicateProgram { second, .. }) if second == "copy"
+    ));
+    assert_eq!(
+        obj.set_global("no_such_global", &[0]),
+        Err(Error::Global {
+            name: "no_such_global".into(),
+            problem: GlobalProblem::NotFound
+        })
+    );
+    assert_eq!(
+        obj.set_global("cfg_netns_cookie", &[1]),
+        Err(Error::Global {
+            name: "cfg_netns_cookie".into(),
+            problem: GlobalProblem::Size { size: 4, given: 1 }
+        })
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use rawload_obj::error::{Error, KFieldProblem};
 use rawload_obj::kfield::{self, KField};
 
 /// `bpftool btf dump ... format raw`: the bit offset (and bitfield size) of
@@ -66,17 +67,42 @@ fn offsets_agree_with_bpftool() {
 #[test]
 fn wrong_fields_are_errors_that_say_what() {
     let btf = rawload_loader::vmlinux::btf().unwrap();
-    let e = kfield::resolve(&btf, "sock", &["no_such_member"], 4).unwrap_err();
-    assert!(
-        format!("{e:#}").contains("no member 'no_such_member'"),
-        "{e:#}"
+    let problem =
+        |strukt: &str, path: &[&str], width: u8| match kfield::resolve(&btf, strukt, path, width)
+            .unwrap_err()
+        {
+            Error::KernelField { problem, .. } => problem,
+            e => panic!("{e:?}"),
+        };
+    assert_eq!(
+        problem("sock", &["no_such_member"], 4),
+        KFieldProblem::NoMember {
+            member: "no_such_member".into()
+        }
     );
-    let e = kfield::resolve(&btf, "no_such_struct", &["x"], 4).unwrap_err();
-    assert!(
-        format!("{e:#}").contains("no struct no_such_struct"),
-        "{e:#}"
+    // A path through an int: sk_rcvbuf has no members.
+    assert_eq!(
+        problem("sock", &["sk_rcvbuf", "x"], 4),
+        KFieldProblem::NoMember { member: "x".into() }
+    );
+    assert_eq!(
+        problem("no_such_struct", &["x"], 4),
+        KFieldProblem::NoStruct
     );
     // sk_rcvbuf is an int: a 1-byte load cannot read it.
     let e = kfield::resolve(&btf, "sock", &["sk_rcvbuf"], 1).unwrap_err();
-    assert!(format!("{e:#}").contains("the program loads 1"), "{e:#}");
+    assert!(
+        matches!(
+            e,
+            Error::KernelField {
+                problem: KFieldProblem::Size { size: 4, width: 1 },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "struct sock.sk_rcvbuf is 4 bytes; the program loads 1"
+    );
 }

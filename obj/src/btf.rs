@@ -11,9 +11,11 @@
 //! old kernels reject the BTF kinds a new clang emits, and SOCKHASH refuses
 //! key/value BTF anyway.
 
-use anyhow::{Context, Result, bail, ensure};
+use crate::error::BtfError;
 
 const MAGIC: u16 = 0xeb9f;
+/// `sizeof(struct btf_header)` in its first version; `hdr_len` may be more.
+const HEADER_SIZE: usize = 24;
 /// Nesting depth after which a type chain is declared malformed (a cycle).
 const MAX_DEPTH: usize = 32;
 
@@ -101,192 +103,227 @@ pub struct Btf {
     types: Vec<Type>,
 }
 
-/// A little-endian cursor that reports truncation instead of panicking.
+/// The type section: a little-endian cursor over its records that reports
+/// truncation instead of panicking.
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl Reader<'_> {
-    fn u32(&mut self) -> Result<u32> {
-        let end = self.pos.checked_add(4).context("BTF offset overflow")?;
+    fn u32(&mut self) -> Result<u32, BtfError> {
         let b = self
-            .data
-            .get(self.pos..end)
-            .context("BTF type section is truncated")?;
-        self.pos = end;
+            .pos
+            .checked_add(4)
+            .and_then(|end| self.data.get(self.pos..end))
+            .ok_or(BtfError::TypesTruncated)?;
+        self.pos += 4;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn skip(&mut self, n: usize) -> Result<()> {
-        let end = self.pos.checked_add(n).context("BTF offset overflow")?;
-        ensure!(end <= self.data.len(), "BTF type section is truncated");
-        self.pos = end;
+    fn skip(&mut self, n: usize) -> Result<(), BtfError> {
+        self.pos = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.data.len())
+            .ok_or(BtfError::TypesTruncated)?;
         Ok(())
+    }
+
+    /// One record: `struct btf_type`, then what its kind appends (`vlen`
+    /// members, enumerators, parameters or variables).
+    fn read_type(&mut self, strings: &Strings, id: usize) -> Result<Type, BtfError> {
+        let name_off = self.u32()?;
+        let info = self.u32()?;
+        let size_or_type = self.u32()?;
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 == 1;
+        let scalar = Type::Scalar { size: size_or_type };
+        Ok(match (info >> 24) & 0x1f {
+            kind::INT => {
+                self.skip(4)?;
+                scalar
+            }
+            kind::FLOAT => scalar,
+            kind::ENUM => {
+                self.skip(8 * vlen)?;
+                scalar
+            }
+            kind::ENUM64 => {
+                self.skip(12 * vlen)?;
+                scalar
+            }
+            kind::PTR => Type::Ptr {
+                target: size_or_type,
+            },
+            kind::ARRAY => {
+                let elem = self.u32()?;
+                let _index_type = self.u32()?;
+                let nelems = self.u32()?;
+                Type::Array { elem, nelems }
+            }
+            kind::STRUCT | kind::UNION => Type::Struct {
+                name: strings.name(name_off)?,
+                size: size_or_type,
+                members: self.members(strings, vlen, kind_flag)?,
+            },
+            kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
+                Type::Modifier {
+                    target: size_or_type,
+                }
+            }
+            kind::VAR => {
+                self.skip(4)?; // linkage
+                Type::Var {
+                    name: strings.name(name_off)?,
+                    target: size_or_type,
+                }
+            }
+            kind::DATASEC => Type::Datasec {
+                name: strings.name(name_off)?,
+                vars: self.secinfos(vlen)?,
+            },
+            kind::FUNC_PROTO => {
+                self.skip(8 * vlen)?;
+                Type::Other
+            }
+            kind::FWD | kind::FUNC => Type::Other,
+            kind::DECL_TAG => {
+                self.skip(4)?;
+                Type::Other
+            }
+            kind => return Err(BtfError::UnknownKind { kind, id }),
+        })
+    }
+
+    /// `struct btf_member` x `vlen`; with the kind flag, the offset's top
+    /// 8 bits are a bitfield's width.
+    fn members(
+        &mut self,
+        strings: &Strings,
+        vlen: usize,
+        kind_flag: bool,
+    ) -> Result<Vec<Member>, BtfError> {
+        let mut members = Vec::with_capacity(vlen.min(1024));
+        for _ in 0..vlen {
+            let name = strings.name(self.u32()?)?;
+            let type_id = self.u32()?;
+            let offset = self.u32()?;
+            let (bit_offset, bitfield_size) = if kind_flag {
+                (offset & 0xff_ffff, offset >> 24)
+            } else {
+                (offset, 0)
+            };
+            members.push(Member {
+                name,
+                type_id,
+                bit_offset,
+                bitfield_size,
+            });
+        }
+        Ok(members)
+    }
+
+    /// `struct btf_var_secinfo` x `vlen`.
+    fn secinfos(&mut self, vlen: usize) -> Result<Vec<VarSecinfo>, BtfError> {
+        let mut vars = Vec::with_capacity(vlen.min(1024));
+        for _ in 0..vlen {
+            vars.push(VarSecinfo {
+                type_id: self.u32()?,
+                offset: self.u32()?,
+                size: self.u32()?,
+            });
+        }
+        Ok(vars)
     }
 }
 
-fn le_u32(data: &[u8], at: usize) -> Result<u32> {
-    let b = data.get(at..at + 4).context("BTF header is truncated")?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+/// The string section: NUL-terminated names, by offset.
+struct Strings<'a>(&'a [u8]);
+
+impl Strings<'_> {
+    fn name(&self, offset: u32) -> Result<String, BtfError> {
+        let rest = self
+            .0
+            .get(offset as usize..)
+            .ok_or(BtfError::NameOutside { offset })?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(BtfError::NameNotTerminated { offset })?;
+        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    }
+}
+
+/// Checks `struct btf_header` and returns the type and string sections.
+fn split(data: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    let header = data
+        .get(..HEADER_SIZE)
+        .ok_or(BtfError::HeaderTruncated { size: data.len() })?;
+    let magic = u16::from_le_bytes([header[0], header[1]]);
+    if magic != MAGIC {
+        return Err(BtfError::Magic { magic });
+    }
+    if header[2] != 1 {
+        return Err(BtfError::Version { version: header[2] });
+    }
+    // hdr_len, type_off, type_len, str_off, str_len
+    let field = |i: usize| {
+        let b = &header[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    };
+    // After hdr_len, not after 24 bytes: newer headers append fields
+    // (e.g. layout_off).
+    let part = |off: usize, len: usize, part: &'static str| {
+        field(1)
+            .checked_add(off)
+            .and_then(|start| Some((start, start.checked_add(len)?)))
+            .and_then(|(start, end)| data.get(start..end))
+            .ok_or(BtfError::OutsideBlob { part })
+    };
+    Ok((
+        part(field(2), field(3), "type")?,
+        part(field(4), field(5), "string")?,
+    ))
 }
 
 impl Btf {
-    /// Parses a `.BTF` section.
-    pub fn parse(data: &[u8]) -> Result<Btf> {
-        ensure!(data.len() >= 24, "BTF header is truncated");
-        let magic = u16::from_le_bytes([data[0], data[1]]);
-        ensure!(
-            magic == MAGIC,
-            "BTF magic is {magic:#06x}, expected {MAGIC:#06x} (big-endian or corrupt BTF)"
-        );
-        ensure!(data[2] == 1, "unsupported BTF version {}", data[2]);
-        // hdr_len, not 24: newer headers append fields (e.g. layout_off).
-        let hdr_len = le_u32(data, 4)? as usize;
-        let (type_off, type_len) = (le_u32(data, 8)? as usize, le_u32(data, 12)? as usize);
-        let (str_off, str_len) = (le_u32(data, 16)? as usize, le_u32(data, 20)? as usize);
-        let section = |off: usize, len: usize, what: &str| -> Result<&[u8]> {
-            hdr_len
-                .checked_add(off)
-                .and_then(|start| Some((start, start.checked_add(len)?)))
-                .and_then(|(start, end)| data.get(start..end))
-                .with_context(|| format!("BTF {what} section lies outside .BTF"))
-        };
-        let types_data = section(type_off, type_len, "type")?;
-        let strings = section(str_off, str_len, "string")?;
-
-        let name = |off: u32| -> Result<String> {
-            let rest = strings
-                .get(off as usize..)
-                .with_context(|| format!("BTF name offset {off} is outside the string section"))?;
-            let end = rest
-                .iter()
-                .position(|&b| b == 0)
-                .context("BTF string is not NUL-terminated")?;
-            Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
-        };
-
-        let mut r = Reader {
+    /// Parses a BTF blob (an object's `.BTF` section, or a kernel's
+    /// `/sys/kernel/btf/vmlinux`).
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        let (types_data, strings) = split(data)?;
+        let strings = Strings(strings);
+        let mut reader = Reader {
             data: types_data,
             pos: 0,
         };
         let mut types = vec![Type::Other]; // id 0: void
-        while r.pos < types_data.len() {
-            let name_off = r.u32()?;
-            let info = r.u32()?;
-            let size_or_type = r.u32()?;
-            let k = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            let t = match k {
-                kind::INT => {
-                    r.skip(4)?;
-                    Type::Scalar { size: size_or_type }
-                }
-                kind::FLOAT => Type::Scalar { size: size_or_type },
-                kind::ENUM => {
-                    r.skip(8 * vlen)?;
-                    Type::Scalar { size: size_or_type }
-                }
-                kind::ENUM64 => {
-                    r.skip(12 * vlen)?;
-                    Type::Scalar { size: size_or_type }
-                }
-                kind::PTR => Type::Ptr {
-                    target: size_or_type,
-                },
-                kind::ARRAY => {
-                    let elem = r.u32()?;
-                    let _index_type = r.u32()?;
-                    let nelems = r.u32()?;
-                    Type::Array { elem, nelems }
-                }
-                kind::STRUCT | kind::UNION => {
-                    let mut members = Vec::with_capacity(vlen.min(1024));
-                    for _ in 0..vlen {
-                        let m_name = r.u32()?;
-                        let type_id = r.u32()?;
-                        let offset = r.u32()?;
-                        let (bit_offset, bitfield_size) = if kind_flag {
-                            (offset & 0xff_ffff, offset >> 24)
-                        } else {
-                            (offset, 0)
-                        };
-                        members.push(Member {
-                            name: name(m_name)?,
-                            type_id,
-                            bit_offset,
-                            bitfield_size,
-                        });
-                    }
-                    Type::Struct {
-                        name: name(name_off)?,
-                        size: size_or_type,
-                        members,
-                    }
-                }
-                kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
-                    Type::Modifier {
-                        target: size_or_type,
-                    }
-                }
-                kind::VAR => {
-                    r.skip(4)?; // linkage
-                    Type::Var {
-                        name: name(name_off)?,
-                        target: size_or_type,
-                    }
-                }
-                kind::DATASEC => {
-                    let mut vars = Vec::with_capacity(vlen.min(1024));
-                    for _ in 0..vlen {
-                        vars.push(VarSecinfo {
-                            type_id: r.u32()?,
-                            offset: r.u32()?,
-                            size: r.u32()?,
-                        });
-                    }
-                    Type::Datasec {
-                        name: name(name_off)?,
-                        vars,
-                    }
-                }
-                kind::FUNC_PROTO => {
-                    r.skip(8 * vlen)?;
-                    Type::Other
-                }
-                kind::FWD | kind::FUNC => Type::Other,
-                kind::DECL_TAG => {
-                    r.skip(4)?;
-                    Type::Other
-                }
-                other => bail!("unknown BTF kind {other} (type {})", types.len()),
-            };
-            types.push(t);
+        while reader.pos < types_data.len() {
+            types.push(reader.read_type(&strings, types.len())?);
         }
         Ok(Btf { types })
     }
 
-    pub fn get(&self, id: u32) -> Result<&Type> {
+    pub fn get(&self, id: u32) -> Result<&Type, BtfError> {
         self.types
             .get(id as usize)
-            .with_context(|| format!("BTF type id {id} does not exist"))
+            .ok_or(BtfError::NoSuchType { id })
     }
 
     /// Follows typedefs and qualifiers to the underlying type id.
-    pub fn skip_mods(&self, mut id: u32) -> Result<u32> {
+    pub fn skip_mods(&self, mut id: u32) -> Result<u32, BtfError> {
         for _ in 0..MAX_DEPTH {
             match self.get(id)? {
                 Type::Modifier { target } => id = *target,
                 _ => return Ok(id),
             }
         }
-        bail!("BTF type chain at id {id} is too deep (a cycle?)")
+        Err(BtfError::TooDeep { id })
     }
 
     /// Size in bytes of a type (libbpf's `btf__resolve_size`): pointers are
     /// 8 bytes on BPF, arrays multiply.
-    pub fn resolve_size(&self, id: u32) -> Result<u64> {
+    pub fn resolve_size(&self, id: u32) -> Result<u64, BtfError> {
         let mut id = id;
         let mut count: u64 = 1;
         for _ in 0..MAX_DEPTH {
@@ -296,7 +333,7 @@ impl Btf {
                 Type::Array { elem, nelems } => {
                     count = count
                         .checked_mul(*nelems as u64)
-                        .context("BTF array size overflows")?;
+                        .ok_or(BtfError::Overflow { id })?;
                     id = *elem;
                     continue;
                 }
@@ -304,13 +341,11 @@ impl Btf {
                     id = *target;
                     continue;
                 }
-                Type::Datasec { .. } | Type::Other => {
-                    bail!("BTF type id {id} has no size")
-                }
+                Type::Datasec { .. } | Type::Other => return Err(BtfError::NoSize { id }),
             };
-            return count.checked_mul(size).context("BTF type size overflows");
+            return count.checked_mul(size).ok_or(BtfError::Overflow { id });
         }
-        bail!("BTF type chain at id {id} is too deep (a cycle?)")
+        Err(BtfError::TooDeep { id })
     }
 
     /// The variables of the DATASEC named `name`, if there is one.
@@ -399,19 +434,45 @@ mod tests {
 
     #[test]
     fn malformed_blobs_are_errors() {
-        assert!(Btf::parse(&[0u8; 10]).is_err());
+        let parse = |types: &[u32], strings: &[u8]| Btf::parse(&blob(types, strings)).unwrap_err();
+        assert_eq!(
+            Btf::parse(&[0u8; 10]).unwrap_err(),
+            BtfError::HeaderTruncated { size: 10 }
+        );
         let mut bad_magic = blob(&[], b"\0");
         bad_magic[0] = 0;
-        assert!(Btf::parse(&bad_magic).is_err());
+        assert!(matches!(
+            Btf::parse(&bad_magic),
+            Err(BtfError::Magic { magic: 0xeb00 })
+        ));
+        let mut past_end = blob(&[], b"\0");
+        past_end[20] = 9; // str_len
+        assert_eq!(
+            Btf::parse(&past_end).unwrap_err(),
+            BtfError::OutsideBlob { part: "string" }
+        );
         // a struct claiming 3 members but holding none
-        assert!(Btf::parse(&blob(&[0, info(kind::STRUCT, 3), 8], b"\0")).is_err());
-        // an unknown kind
-        assert!(Btf::parse(&blob(&[0, info(30, 0), 0], b"\0")).is_err());
-        // a name offset past the string table
-        assert!(Btf::parse(&blob(&[99, info(kind::VAR, 0), 0, 0], b"\0")).is_err());
+        assert_eq!(
+            parse(&[0, info(kind::STRUCT, 3), 8], b"\0"),
+            BtfError::TypesTruncated
+        );
+        assert_eq!(
+            parse(&[0, info(30, 0), 0], b"\0"),
+            BtfError::UnknownKind { kind: 30, id: 1 }
+        );
+        assert_eq!(
+            parse(&[99, info(kind::VAR, 0), 0, 0], b"\0"),
+            BtfError::NameOutside { offset: 99 }
+        );
+        assert_eq!(
+            parse(&[1, info(kind::VAR, 0), 0, 0], b"\0int"),
+            BtfError::NameNotTerminated { offset: 1 }
+        );
         // a typedef cycle is reported, not followed forever
         let cyc = Btf::parse(&blob(&[0, info(kind::TYPEDEF, 0), 1], b"\0")).unwrap();
-        assert!(cyc.resolve_size(1).is_err());
-        assert!(cyc.skip_mods(1).is_err());
+        assert_eq!(cyc.resolve_size(1), Err(BtfError::TooDeep { id: 1 }));
+        assert_eq!(cyc.skip_mods(1), Err(BtfError::TooDeep { id: 1 }));
+        assert_eq!(cyc.get(2), Err(BtfError::NoSuchType { id: 2 }));
+        assert_eq!(cyc.resolve_size(0), Err(BtfError::NoSize { id: 0 }));
     }
 }

@@ -34,7 +34,7 @@
 
 use std::fmt;
 
-use crate::insn::{CALL, Insn};
+use crate::insn::{CALL, EXIT, Insn};
 
 /// What llvm prints for bytes that are no instruction.
 pub const UNKNOWN: &str = "<unknown>";
@@ -93,8 +93,6 @@ const JA: u8 = 0x05;
 /// `BPF_JMP | BPF_CALL | BPF_X`: llvm-14 takes the register (r0 to r11)
 /// from `imm`.
 const CALLX: u8 = 0x8d;
-/// `BPF_JMP | BPF_EXIT`.
-const EXIT: u8 = 0x95;
 
 // Modes of the load and store classes: the high three bits.
 const BPF_IMM: u8 = 0x00;

@@ -17,10 +17,19 @@ use std::mem::size_of;
 /// Size of one instruction slot.
 pub const INSN_SIZE: usize = 8;
 
+/// The kernel's per-program instruction limit (`BPF_COMPLEXITY_LIMIT_INSNS`,
+/// include/linux/bpf.h), which a program and the functions linked into it
+/// must stay within.
+pub const MAX_INSNS: usize = 1_000_000;
+
 /// `BPF_LD | BPF_IMM | BPF_DW`: load a 64-bit immediate (two slots).
 pub const LD_IMM64: u8 = 0x18;
+/// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
+pub const MOV64_IMM: u8 = 0xb7;
 /// `BPF_JMP | BPF_CALL`.
 pub const CALL: u8 = 0x85;
+/// `BPF_JMP | BPF_EXIT`.
+pub const EXIT: u8 = 0x95;
 
 /// `src_reg` of an `ld_imm64` whose `imm` is a map fd.
 pub const PSEUDO_MAP_FD: u8 = 1;
@@ -78,7 +87,7 @@ impl Insn {
     /// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
     pub fn mov64_imm(dst: u8, imm: i32) -> Insn {
         Insn {
-            code: 0xb7,
+            code: MOV64_IMM,
             regs: dst & 0x0f,
             off: 0,
             imm,
@@ -95,26 +104,51 @@ impl Insn {
         }
     }
 
+    /// A bpf-to-bpf call (`src_reg` `BPF_PSEUDO_CALL`): `imm` is the
+    /// callee's distance from the next instruction. clang writes -1 and a
+    /// relocation naming the callee; [`crate::reloc::link`] fills it in.
+    pub fn pseudo_call(imm: i32) -> Insn {
+        Insn {
+            code: CALL,
+            regs: PSEUDO_CALL << 4,
+            off: 0,
+            imm,
+        }
+    }
+
     /// `BPF_JMP | BPF_EXIT`: return `r0`.
     pub fn exit() -> Insn {
         Insn {
-            code: 0x95,
+            code: EXIT,
             ..Insn::default()
         }
+    }
+
+    /// `dst = imm` as the two slots of an `ld_imm64` (the second slot's
+    /// `imm` is the upper half). A map reference in an object is
+    /// `r1 = 0 ll` until the loader patches it.
+    pub fn ld_imm64(dst: u8, imm: i64) -> [Insn; 2] {
+        [
+            Insn {
+                code: LD_IMM64,
+                regs: dst & 0x0f,
+                off: 0,
+                imm: imm as i32,
+            },
+            Insn {
+                imm: (imm >> 32) as i32,
+                ..Insn::default()
+            },
+        ]
     }
 
     /// `dst = map` as the two slots of an `ld_imm64` holding a map fd
     /// (`BPF_PSEUDO_MAP_FD`).
     pub fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
-        [
-            Insn {
-                code: LD_IMM64,
-                regs: (PSEUDO_MAP_FD << 4) | (dst & 0x0f),
-                off: 0,
-                imm: fd,
-            },
-            Insn::default(),
-        ]
+        let [mut first, second] = Insn::ld_imm64(dst, 0);
+        first.set_src(PSEUDO_MAP_FD);
+        first.imm = fd;
+        [first, second]
     }
 
     pub fn dst(self) -> u8 {
@@ -175,5 +209,18 @@ mod tests {
         let [lo, hi] = Insn::ld_map_fd(2, 5);
         assert_eq!(lo.to_bytes(), [0x18, 0x12, 0, 0, 5, 0, 0, 0]);
         assert_eq!(hi, Insn::default());
+        // r1 = -2 ll; call -1 (to another function)
+        let [lo, hi] = Insn::ld_imm64(1, -2);
+        assert_eq!(
+            (lo.to_bytes(), hi.to_bytes()),
+            (
+                [0x18, 1, 0, 0, 0xfe, 0xff, 0xff, 0xff],
+                [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+            )
+        );
+        assert_eq!(
+            Insn::pseudo_call(-1).to_bytes(),
+            [0x85, 0x10, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
     }
 }

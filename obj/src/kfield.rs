@@ -21,9 +21,8 @@
 //! does; a field that does not fit it is an error here, not a verifier
 //! rejection.
 
-use anyhow::{Context, Result, bail, ensure};
-
-use crate::btf::{Btf, Type};
+use crate::btf::{Btf, Member, Type};
+use crate::error::{BtfError, Error, KFieldGlobalProblem, KFieldProblem, Result};
 
 /// Globals with this prefix are kernel fields.
 pub const PREFIX: &str = "kfield_";
@@ -46,14 +45,15 @@ pub struct KField {
 impl KField {
     /// The declared load width, from the global's initial bytes.
     pub fn declared_width(init: &[u8]) -> Result<u8> {
-        ensure!(
-            init.len() == SIZE,
-            "a kfield global is {} bytes, expected {SIZE} (struct kfield)",
-            init.len()
-        );
+        if init.len() != SIZE {
+            return Err(Error::KFieldGlobal(KFieldGlobalProblem::Size {
+                size: init.len(),
+                expected: SIZE,
+            }));
+        }
         match init[4] {
             w @ (1 | 4) => Ok(w),
-            w => bail!("a kfield global declares a {w}-byte load; rawload loads 1 or 4 bytes"),
+            width => Err(Error::KFieldGlobal(KFieldGlobalProblem::Width { width })),
         }
     }
 
@@ -71,52 +71,59 @@ impl KField {
 /// Splits a global's name into the struct and the member path:
 /// `kfield_sock__sk_backlog__rmem_alloc` -> ("sock", ["sk_backlog", "rmem_alloc"]).
 pub fn parse_name(global: &str) -> Result<(&str, Vec<&str>)> {
-    let rest = global
-        .strip_prefix(PREFIX)
-        .with_context(|| format!("'{global}' is not a kfield global"))?;
-    let mut parts = rest.split("__");
-    let strukt = parts.next().filter(|s| !s.is_empty());
+    let bad = || {
+        Error::KFieldGlobal(KFieldGlobalProblem::Name {
+            global: global.to_string(),
+        })
+    };
+    let mut parts = global.strip_prefix(PREFIX).ok_or_else(bad)?.split("__");
+    let strukt = parts.next().filter(|s| !s.is_empty()).ok_or_else(bad)?;
     let path: Vec<&str> = parts.collect();
-    match strukt {
-        Some(s) if !path.is_empty() && path.iter().all(|p| !p.is_empty()) => Ok((s, path)),
-        _ => bail!(
-            "'{global}' does not name a field: expected kfield_<struct>__<member>[__<member>...]"
-        ),
+    if path.is_empty() || path.iter().any(|p| p.is_empty()) {
+        return Err(bad());
     }
+    Ok((strukt, path))
 }
 
 /// Where `strukt.path` is in `btf`, read with a `width`-byte load.
 pub fn resolve(btf: &Btf, strukt: &str, path: &[&str], width: u8) -> Result<KField> {
-    let dotted = || format!("struct {strukt}.{}", path.join("."));
-    let mut id = btf
-        .struct_id(strukt)
-        .with_context(|| format!("the kernel's BTF has no struct {strukt}"))?;
+    locate(btf, strukt, path, width).map_err(|problem| Error::KernelField {
+        strukt: strukt.to_string(),
+        path: path.iter().map(|p| p.to_string()).collect(),
+        problem,
+    })
+}
+
+fn locate(btf: &Btf, strukt: &str, path: &[&str], width: u8) -> Result<KField, KFieldProblem> {
+    let mut id = btf.struct_id(strukt).ok_or(KFieldProblem::NoStruct)?;
     let mut bit: u32 = 0;
     let mut bitfield = 0;
     for name in path {
-        let (member_bit, member) = find_member(btf, id, name)?
-            .with_context(|| format!("the kernel's {} has no member '{name}'", dotted()))?;
-        bit = bit.checked_add(member_bit).context("BTF offset overflow")?;
+        let (member_bit, member) =
+            find_member(btf, id, name)?.ok_or_else(|| KFieldProblem::NoMember {
+                member: name.to_string(),
+            })?;
+        bit = bit
+            .checked_add(member_bit)
+            .ok_or(KFieldProblem::Btf(BtfError::Overflow { id }))?;
         bitfield = member.bitfield_size;
         id = btf.skip_mods(member.type_id)?;
     }
     let (shift, bits) = if bitfield > 0 {
         (bit % 8, bitfield)
     } else {
-        ensure!(bit % 8 == 0, "{} is not byte-aligned", dotted());
+        if bit % 8 != 0 {
+            return Err(KFieldProblem::Unaligned);
+        }
         let size = btf.resolve_size(id)?;
-        ensure!(
-            size == u64::from(width),
-            "{} is {size} bytes; the program loads {width}",
-            dotted()
-        );
+        if size != u64::from(width) {
+            return Err(KFieldProblem::Size { size, width });
+        }
         (0, size as u32 * 8)
     };
-    ensure!(
-        shift + bits <= u32::from(width) * 8,
-        "{} ({bits} bits at bit {shift}) does not fit a {width}-byte load",
-        dotted()
-    );
+    if shift + bits > u32::from(width) * 8 {
+        return Err(KFieldProblem::DoesNotFit { shift, bits, width });
+    }
     Ok(KField {
         offset: bit / 8,
         width,
@@ -127,23 +134,27 @@ pub fn resolve(btf: &Btf, strukt: &str, path: &[&str], width: u8) -> Result<KFie
 
 /// The member `name` of the struct or union `id`, looking inside anonymous
 /// members too (kernels move fields into anonymous unions): its bit offset
-/// from the start of `id`, and the member.
+/// from the start of `id`, and the member. A type that is not a struct or
+/// union has no members (an unnamed bitfield's padding is an int).
 fn find_member<'a>(
     btf: &'a Btf,
     id: u32,
     name: &str,
-) -> Result<Option<(u32, &'a crate::btf::Member)>> {
+) -> Result<Option<(u32, &'a Member)>, BtfError> {
     let Type::Struct { members, .. } = btf.get(id)? else {
-        bail!("BTF type {id} is not a struct or union");
+        return Ok(None);
     };
     for m in members {
         if m.name == name {
             return Ok(Some((m.bit_offset, m)));
         }
         if m.name.is_empty() {
-            let inner = btf.skip_mods(m.type_id)?;
-            if let Some((bit, found)) = find_member(btf, inner, name)? {
-                return Ok(Some((m.bit_offset + bit, found)));
+            if let Some((bit, found)) = find_member(btf, btf.skip_mods(m.type_id)?, name)? {
+                let bit = m
+                    .bit_offset
+                    .checked_add(bit)
+                    .ok_or(BtfError::Overflow { id })?;
+                return Ok(Some((bit, found)));
             }
         }
     }
@@ -165,7 +176,12 @@ mod tests {
             ("sock", vec!["sk_rcvbuf"])
         );
         for bad in ["kfield_sock", "kfield___x", "kfield_sock__", "cfg_x"] {
-            assert!(parse_name(bad).is_err(), "{bad}");
+            assert_eq!(
+                parse_name(bad),
+                Err(Error::KFieldGlobal(KFieldGlobalProblem::Name {
+                    global: bad.to_string()
+                }))
+            );
         }
     }
 
@@ -175,7 +191,16 @@ mod tests {
         init[4] = 4;
         assert_eq!(KField::declared_width(&init).unwrap(), 4);
         init[4] = 2;
-        assert!(KField::declared_width(&init).is_err());
-        assert!(KField::declared_width(&[0u8; 4]).is_err());
+        assert_eq!(
+            KField::declared_width(&init),
+            Err(Error::KFieldGlobal(KFieldGlobalProblem::Width { width: 2 }))
+        );
+        assert!(matches!(
+            KField::declared_width(&[0u8; 4]),
+            Err(Error::KFieldGlobal(KFieldGlobalProblem::Size {
+                size: 4,
+                ..
+            }))
+        ));
     }
 }

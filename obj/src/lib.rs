@@ -13,6 +13,7 @@
 //! | module     | holds |
 //! |------------|-------|
 //! | [`elf`]    | ELF object -> [`obj::Object`] (sections, maps, programs, relocations) |
+//! | [`error`]  | why an object is refused: [`Error`], one variant per failure |
 //! | [`btf`]    | the BTF reader behind `.maps` and kernel fields |
 //! | [`obj`]    | the object model: map and program specs with symbolic map references |
 //! | [`insn`]   | one eBPF instruction |
@@ -25,8 +26,11 @@
 pub mod btf;
 pub mod disasm;
 pub mod elf;
+pub mod error;
 pub mod insn;
 pub mod kfield;
 pub mod obj;
 pub mod reloc;
 pub mod uapi;
+
+pub use error::{Error, Result};

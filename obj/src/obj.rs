@@ -9,9 +9,8 @@
 
 use std::ffi::CString;
 
-use anyhow::{Result, bail};
-
 use crate::btf::Btf;
+use crate::error::{Error, GlobalProblem, Result};
 use crate::insn::Insn;
 use crate::uapi::{AttachType, MapType, ProgType};
 
@@ -196,14 +195,11 @@ impl Object {
     /// The one program of the given type; an object for rawload has exactly
     /// one sock_ops and one sk_msg program.
     pub fn program(&self, prog_type: ProgType) -> Result<&ProgramSpec> {
-        match self.optional_program(prog_type)? {
-            Some(p) => Ok(p),
-            None => bail!(
-                "the object has no {} program (expected a SEC(\"{}\") function)",
-                prog_type.name(),
-                section_for(prog_type)
-            ),
-        }
+        self.optional_program(prog_type)?
+            .ok_or(Error::MissingProgram {
+                prog_type,
+                section: section_for(prog_type),
+            })
     }
 
     /// The program of the given type if there is one (at most one).
@@ -214,12 +210,11 @@ impl Object {
             .filter(|p| p.kind.prog_type == prog_type);
         let first = found.next();
         if let (Some(first), Some(second)) = (first, found.next()) {
-            bail!(
-                "the object has more than one {} program ({} and {}); rawload loads at most one",
-                prog_type.name(),
-                first.name,
-                second.name
-            );
+            return Err(Error::DuplicateProgram {
+                prog_type,
+                first: first.name.clone(),
+                second: second.name.clone(),
+            });
         }
         Ok(first)
     }
@@ -254,26 +249,32 @@ impl Object {
     /// Sets a global variable's initial value (before the data map is
     /// created), as libbpf skeletons do with `skel->rodata->x = ...`.
     pub fn set_global(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        let Some((map, var)) = self.global(name).map(|(i, g)| (i, g.clone())) else {
-            bail!("the object has no global variable '{name}'");
+        let error = |problem| Error::Global {
+            name: name.to_string(),
+            problem,
         };
+        let (map, var) = self
+            .global(name)
+            .map(|(i, g)| (i, g.clone()))
+            .ok_or_else(|| error(GlobalProblem::NotFound))?;
         if var.size != value.len() {
-            bail!(
-                "global '{name}' is {} bytes, cannot set it from {} bytes",
-                var.size,
-                value.len()
-            );
+            return Err(error(GlobalProblem::Size {
+                size: var.size,
+                given: value.len(),
+            }));
         }
-        match &mut self.maps[map].origin {
-            MapOrigin::Data { init, .. } => {
-                let Some(slot) = init.get_mut(var.offset..var.offset + var.size) else {
-                    bail!("global '{name}' lies outside its section");
-                };
-                slot.copy_from_slice(value);
-                Ok(())
-            }
-            _ => bail!("'{name}' is not in a data section"),
-        }
+        let MapOrigin::Data { section, init } = &mut self.maps[map].origin else {
+            return Err(error(GlobalProblem::NotData));
+        };
+        let slot = init
+            .get_mut(var.offset..var.offset + var.size)
+            .ok_or_else(|| {
+                error(GlobalProblem::OutsideSection {
+                    section: section.clone(),
+                })
+            })?;
+        slot.copy_from_slice(value);
+        Ok(())
     }
 }
 

@@ -16,10 +16,8 @@
 
 use std::os::fd::RawFd;
 
-use anyhow::{Context, Result, bail, ensure};
-
-use crate::elf::MAX_INSNS;
-use crate::insn::{INSN_SIZE, Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::error::{Error, LinkProblem, Result};
+use crate::insn::{INSN_SIZE, Insn, MAX_INSNS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::obj::{MapRef, Placement, ProgramSpec, RefKind};
 
 /// A function found in an instruction section, before linking.
@@ -59,6 +57,10 @@ pub fn link(
     functions: &[Function],
     main: usize,
 ) -> Result<(Vec<Insn>, Vec<MapRef>, Vec<Placement>)> {
+    let link_error = |problem| Error::Link {
+        program: functions[main].name.clone(),
+        problem,
+    };
     let mut insns = functions[main].insns.clone();
     // (function, start index in `insns`), in order of placement.
     let mut placed: Vec<(usize, usize)> = vec![(main, 0)];
@@ -85,17 +87,17 @@ pub fn link(
                         None => {
                             let s = insns.len();
                             insns.extend_from_slice(&functions[*callee].insns);
-                            ensure!(
-                                insns.len() <= MAX_INSNS,
-                                "more than {MAX_INSNS} instructions after linking"
-                            );
+                            if insns.len() > MAX_INSNS {
+                                return Err(link_error(LinkProblem::TooManyInsns));
+                            }
                             placed.push((*callee, s));
                             s
                         }
                     };
                     let at = start + insn;
                     let delta = callee_start as i64 - at as i64 - 1;
-                    insns[at].imm = i32::try_from(delta).context("call distance overflows")?;
+                    insns[at].imm = i32::try_from(delta)
+                        .map_err(|_| link_error(LinkProblem::CallTooFar { insn: at }))?;
                 }
             }
         }
@@ -113,28 +115,28 @@ pub fn link(
 
 /// Returns the program's instructions with every map reference patched to
 /// the descriptor in `map_fds` (indexed like `Object::maps`).
-pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>> {
+pub fn apply(prog: &ProgramSpec, map_fds: &[RawFd]) -> Result<Vec<Insn>> {
     let mut insns = prog.insns.clone();
     for r in &prog.map_refs {
-        let Some(Some(fd)) = map_fds.get(r.map) else {
-            bail!(
-                "program '{}' uses map #{} ('{}'), which was not created",
-                prog.name,
-                r.map,
-                r.symbol
-            );
+        let Some(&fd) = map_fds.get(r.map) else {
+            return Err(Error::MissingMapFd {
+                program: prog.name.clone(),
+                map: r.map,
+                symbol: r.symbol.clone(),
+            });
         };
-        ensure!(
-            r.insn + 1 < insns.len(),
-            "map reference past the end of '{}'",
-            prog.name
-        );
+        if r.insn + 1 >= insns.len() {
+            return Err(Error::MapRefOutOfRange {
+                program: prog.name.clone(),
+                insn: r.insn,
+            });
+        }
         let (src, second_imm) = match r.kind {
             RefKind::Map => (PSEUDO_MAP_FD, 0),
             RefKind::Value { offset } => (PSEUDO_MAP_VALUE, offset as i32),
         };
         insns[r.insn].set_src(src);
-        insns[r.insn].imm = *fd;
+        insns[r.insn].imm = fd;
         insns[r.insn + 1].imm = second_imm;
     }
     Ok(insns)
@@ -144,20 +146,9 @@ pub fn apply(prog: &ProgramSpec, map_fds: &[Option<RawFd>]) -> Result<Vec<Insn>>
 mod tests {
     use super::*;
 
+    /// A bpf-to-bpf call as clang leaves it, for a relocation to name the callee.
     fn call() -> Insn {
-        Insn {
-            code: crate::insn::CALL,
-            regs: 0x10,
-            off: 0,
-            imm: -1,
-        }
-    }
-
-    fn exit() -> Insn {
-        Insn {
-            code: 0x95,
-            ..Default::default()
-        }
+        Insn::pseudo_call(-1)
     }
 
     fn func(name: &str, insns: Vec<Insn>, relocs: Vec<FnReloc>) -> Function {
@@ -177,7 +168,7 @@ mod tests {
         let functions = vec![
             func(
                 "main",
-                vec![call(), call(), call(), exit()],
+                vec![call(), call(), call(), Insn::exit()],
                 vec![
                     FnReloc::Call { insn: 0, callee: 1 },
                     FnReloc::Call { insn: 1, callee: 2 },
@@ -186,11 +177,11 @@ mod tests {
             ),
             func(
                 "a",
-                vec![call(), exit()],
+                vec![call(), Insn::exit()],
                 vec![FnReloc::Call { insn: 0, callee: 2 }],
             ),
-            func("b", vec![exit()], vec![]),
-            func("unused", vec![exit()], vec![]),
+            func("b", vec![Insn::exit()], vec![]),
+            func("unused", vec![Insn::exit()], vec![]),
         ];
         let (insns, _, layout) = link(&functions, 0).unwrap();
         let names: Vec<_> = layout.iter().map(|p| (p.name.as_str(), p.start)).collect();
@@ -203,16 +194,30 @@ mod tests {
     }
 
     #[test]
+    fn programs_longer_than_the_kernel_allows_are_refused() {
+        let functions = vec![
+            func(
+                "main",
+                vec![call(), Insn::exit()],
+                vec![FnReloc::Call { insn: 0, callee: 1 }],
+            ),
+            func("huge", vec![Insn::exit(); MAX_INSNS - 1], vec![]),
+        ];
+        assert_eq!(
+            link(&functions, 0).unwrap_err(),
+            Error::Link {
+                program: "main".into(),
+                problem: LinkProblem::TooManyInsns
+            }
+        );
+    }
+
+    #[test]
     fn map_references_get_fds() {
-        let ld = Insn {
-            code: crate::insn::LD_IMM64,
-            regs: 0x01,
-            off: 0,
-            imm: 0,
-        };
+        let [ld, ld2] = Insn::ld_imm64(1, 0);
         let functions = vec![func(
             "main",
-            vec![ld, Insn::default(), ld, Insn::default(), exit()],
+            vec![ld, ld2, ld, ld2, Insn::exit()],
             vec![
                 FnReloc::Map {
                     insn: 0,
@@ -237,7 +242,7 @@ mod tests {
             map_refs,
             layout,
         };
-        let patched = apply(&prog, &[Some(7), Some(9)]).unwrap();
+        let patched = apply(&prog, &[7, 9]).unwrap();
         assert_eq!(
             (patched[0].src(), patched[0].imm, patched[1].imm),
             (1, 7, 0)
@@ -246,6 +251,13 @@ mod tests {
             (patched[2].src(), patched[2].imm, patched[3].imm),
             (2, 9, 12)
         );
-        assert!(apply(&prog, &[Some(7), None]).is_err());
+        assert_eq!(
+            apply(&prog, &[7]),
+            Err(Error::MissingMapFd {
+                program: "main".into(),
+                map: 1,
+                symbol: ".rodata".into()
+            })
+        );
     }
 }

@@ -107,8 +107,7 @@ pub fn load_programs(plan: &Plan, maps: &[Map], config: &Config) -> Result<Progr
 }
 
 fn load_program(obj: &Object, fds: &[RawFd], step: &str, spec: &ProgramSpec) -> Result<Program> {
-    let fds: Vec<Option<RawFd>> = fds.iter().copied().map(Some).collect(); // until reloc::apply takes &[RawFd]
-    let insns = reloc::apply(spec, &fds)?;
+    let insns = reloc::apply(spec, fds)?;
     narrate!(
         "{step}. relocate and load {} ({} instructions, {} map references patched):",
         spec.name,
