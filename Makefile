@@ -147,7 +147,7 @@ fuzz: test-deps
 		cp $$o fuzz/corpus/object/; \
 		llvm-objcopy-14 --dump-section .BTF=fuzz/corpus/btf/$$(basename $$o).btf $$o /dev/null 2>/dev/null || true; \
 	done
-	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; done
+	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/; done
 	for t in object btf; do tar -xJf fuzz/replay/$$t.tar.xz -C fuzz/corpus/$$t; done
 	cd fuzz && $(CARGO) +nightly fuzz run object corpus/object -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 	cd fuzz && $(CARGO) +nightly fuzz run btf corpus/btf -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
