@@ -108,7 +108,9 @@ check-prebuilt: test-deps
 # --- tests ----------------------------------------------------------------
 
 # Debian packages the tests use: bpftool to cross-check what rawload reports,
-# clang-14 to prove prebuilt/ matches bpf-src/. Installed only when missing.
+# clang-14 to prove prebuilt/ matches bpf-src/ and, with linux-libc-dev's
+# headers, that the bpf(2) blocks of loader/src/sys/attr.rs match
+# linux/bpf.h (tests/abi.rs). Installed only when missing.
 test-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
