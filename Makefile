@@ -108,7 +108,9 @@ check-prebuilt: test-deps
 # --- tests ----------------------------------------------------------------
 
 # Debian packages the tests use: bpftool to cross-check what rawload reports,
-# clang-14 to prove prebuilt/ matches bpf-src/. Installed only when missing.
+# clang-14 to prove prebuilt/ matches bpf-src/ and, with linux-libc-dev's
+# headers, that the bpf(2) blocks of loader/src/sys/attr.rs match
+# linux/bpf.h (tests/abi.rs). Installed only when missing.
 test-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -147,7 +149,7 @@ fuzz: test-deps
 		cp $$o fuzz/corpus/object/; \
 		llvm-objcopy-14 --dump-section .BTF=fuzz/corpus/btf/$$(basename $$o).btf $$o /dev/null 2>/dev/null || true; \
 	done
-	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; done
+	for t in object btf; do cp fuzz/regressions/$$t/* fuzz/corpus/$$t/; done
 	for t in object btf; do tar -xJf fuzz/replay/$$t.tar.xz -C fuzz/corpus/$$t; done
 	cd fuzz && $(CARGO) +nightly fuzz run object corpus/object -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 	cd fuzz && $(CARGO) +nightly fuzz run btf corpus/btf -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1

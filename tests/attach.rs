@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rawload::json::Json;
+use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
@@ -29,13 +29,12 @@ fn wait_for_programs(before: &[u32]) {
     }
 }
 
-fn ids(status: &Json, key: &str) -> Vec<u64> {
-    status
-        .get(key)
-        .and_then(Json::as_array)
-        .unwrap()
+fn ids(status: &Value, key: &str) -> Vec<u64> {
+    status[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} list in status: {status:#}"))
         .iter()
-        .map(|p| p.get("id").and_then(Json::as_u64).unwrap())
+        .map(|p| p["id"].as_u64().unwrap_or_else(|| panic!("an id: {p}")))
         .collect()
 }
 
@@ -47,12 +46,7 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
     ok(env.attach(&[]));
 
     let status = env.status_json();
-    assert_eq!(
-        status.get("attached").and_then(Json::as_bool),
-        Some(true),
-        "{}",
-        status.pretty()
-    );
+    assert_eq!(status["attached"], true, "{status:#}");
     let prog_ids = ids(&status, "programs");
     let map_ids = ids(&status, "maps");
     assert_eq!(prog_ids.len(), expected_programs());
@@ -165,13 +159,11 @@ fn attach_twice_and_detach_twice_leave_nothing_behind() {
     assert!(again.contains("already attached"), "{again}");
 
     let status = env.status_json();
-    let on_cgroup: Vec<u64> = status
-        .get("cgroup")
-        .and_then(|c| c.get("sock_ops_programs"))
-        .and_then(Json::as_array)
-        .unwrap()
+    let on_cgroup: Vec<u64> = status["cgroup"]["sock_ops_programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cgroup.sock_ops_programs in status: {status:#}"))
         .iter()
-        .filter_map(|p| p.get("id").and_then(Json::as_u64))
+        .filter_map(|p| p["id"].as_u64())
         .collect();
     assert_eq!(
         on_cgroup.len(),
@@ -188,13 +180,13 @@ fn attach_twice_and_detach_twice_leave_nothing_behind() {
     ok(env.detach());
     let second = ok(env.detach());
     assert!(second.contains("not attached"), "{second}");
-    for extra in [&[][..], &["--json"][..]] {
-        let mut args = vec!["status", "--pin-dir", &pin];
-        args.extend_from_slice(extra);
-        let out = rawload(&args);
-        assert_eq!(out.status.code(), Some(3), "status {extra:?} when detached");
-        assert!(stdout(&out).contains("attached"), "{}", stdout(&out));
-    }
+    let text = rawload(&["status", "--pin-dir", &pin]);
+    assert_eq!(text.status.code(), Some(3), "status when detached");
+    assert!(stdout(&text).contains("attached"), "{}", stdout(&text));
+    let out = rawload(&["status", "--json", "--pin-dir", &pin]);
+    assert_eq!(out.status.code(), Some(3), "status --json when detached");
+    let detached = json(&stdout(&out), "status --json");
+    assert_eq!(detached["attached"], false, "{detached:#}");
     wait_for_programs(&before);
     assert!(!env.pin_dir.exists());
 }
@@ -238,15 +230,11 @@ fn attachment_made_from_another_mount_namespace_is_found_by_cgroup_id() {
     attach_in_container();
     assert!(sock_ops_on_cgroup().contains("sock_ops"));
     let status = env.status_json();
-    assert_eq!(status.get("attached").and_then(Json::as_bool), Some(true));
+    assert_eq!(status["attached"], true, "{status:#}");
     assert_eq!(
-        status
-            .get("cgroup")
-            .and_then(|c| c.get("path"))
-            .and_then(Json::as_str),
+        status["cgroup"]["path"].as_str(),
         Some(env.cgroup_arg().as_str()),
-        "status names the cgroup by its path here: {}",
-        status.pretty()
+        "status names the cgroup by its path here: {status:#}"
     );
     let wrong = rawload(&[
         "detach",
@@ -339,12 +327,7 @@ fn seed_style_legacy_object_attaches_and_redirects() {
     ]));
     assert!(out.contains("bpf_sockops_v4"), "{out}");
     let status = env.status_json();
-    assert_eq!(
-        status.get("attached").and_then(Json::as_bool),
-        Some(true),
-        "{}",
-        status.pretty()
-    );
+    assert_eq!(status["attached"], true, "{status:#}");
 
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 16 * MIB, &[]);
     assert_intact(&t);
@@ -514,18 +497,14 @@ fn sk_skb_verdict_follows_the_fionread_probe_even_inside_an_attachment() {
         "doctor: {probe}\nattach: {out}"
     );
     let status = env.status_json();
-    let names: Vec<&str> = status
-        .get("programs")
-        .and_then(Json::as_array)
-        .unwrap()
+    let names: Vec<&str> = status["programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no programs in status: {status:#}"))
         .iter()
-        .filter_map(|p| p.get("name").and_then(Json::as_str))
+        .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names.contains(&"rawload_sk_skb"), regression, "{names:?}");
-    assert_eq!(
-        status.get("stream_bytes").and_then(Json::as_u64),
-        Some(1 << 20)
-    );
+    assert_eq!(status["stream_bytes"].as_u64(), Some(1 << 20), "{status:#}");
 
     let script = format!(
         "echo $$ > '{}/cgroup.procs' && exec '{RAWLOAD}' doctor",

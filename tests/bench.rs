@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use rawload::json::Json;
 
 #[test]
 fn quick_bench_produces_table_json_and_svg() {
@@ -40,13 +39,13 @@ fn quick_bench_produces_table_json_and_svg() {
         "{table}"
     );
 
-    let report = Json::parse(&std::fs::read_to_string(&json).unwrap()).expect("valid JSON");
+    let report = common::json(&std::fs::read_to_string(&json).unwrap(), "bench --json");
     let results = report["results"].as_array().expect("results");
     assert_eq!(results.len(), 7);
     for r in results {
         for mode in ["tcp", "rawload", "unix"] {
             let m = &r["modes"][mode];
-            assert_eq!(m["samples"].as_array().map(<[Json]>::len), Some(2), "{r}");
+            assert_eq!(m["samples"].as_array().map(Vec::len), Some(2), "{r}");
             assert!(m["median"].as_f64().is_some_and(|v| v > 0.0), "{r}");
         }
         assert!(r["rawload_vs_tcp"].as_f64().is_some_and(|v| v > 0.0));

@@ -12,7 +12,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rawload::json::Json;
+use serde_json::Value;
 
 /// When a known difference applies.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +144,7 @@ const KNOWN: &[Known] = &[
     ),
 ];
 
-fn host(report: &Json) -> Host {
+fn host(report: &Value) -> Host {
     let release = report["kernel"].as_str().unwrap_or("?").to_string();
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
@@ -161,7 +161,7 @@ fn host(report: &Json) -> Host {
 }
 
 /// Runs the tool with a bound on the whole run; its JSON report.
-fn run_tool() -> Json {
+fn run_tool() -> Value {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rawload-conformance"))
         .args(["--json", "--rawload", common::RAWLOAD])
         .stdout(Stdio::piped())
@@ -187,7 +187,7 @@ fn run_tool() -> Json {
         status.success(),
         "rawload-conformance could not run ({status}); its report: {text}"
     );
-    Json::parse(&text).expect("the --json report parses")
+    common::json(&text, "the rawload-conformance --json report")
 }
 
 /// A differing item without its detail: `accepted(204.8x)` -> `accepted`.
@@ -226,9 +226,9 @@ fn socket_api_matches_plain_tcp_or_is_a_known_limitation() {
         let verdict = c["verdict"].as_str().unwrap_or("?");
         let what: Vec<&str> = c["differs"]
             .as_array()
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(Json::as_str)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
             .collect();
         let detail = format!(
             "{name}: {verdict} {what:?}\n    tcp:     {}\n    rawload: {}\n    path: {}",

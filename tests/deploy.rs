@@ -4,10 +4,8 @@
 //! - The unit goes through `systemd-analyze verify`. That needs Debian's
 //!   `systemd` package (not a running systemd). When the tool is missing the
 //!   test fails and says so: it never skips.
-//! - The DaemonSet is read with the small YAML reader at the end of this
-//!   file. It knows the block style Kubernetes manifests use and fails
-//!   loudly on anything else (anchors, block scalars, tabs), so an edit
-//!   cannot make a check pass by confusing it.
+//! - The DaemonSet is read with saphyr, a YAML 1.2 library (a
+//!   dev-dependency), and checked field by field, types included.
 //! - The Dockerfile must put the static binary into an empty (`scratch`)
 //!   image, at the path the DaemonSet's command calls.
 
@@ -15,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rawload_loader::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
+use saphyr::{LoadableYamlNode, YamlOwned};
 
 fn deploy_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -293,56 +292,121 @@ fn unit_attaches_on_start_and_detaches_on_stop() {
 
 // --- Kubernetes -----------------------------------------------------------------
 
+/// The one document of a YAML file, read by saphyr (YAML 1.2; duplicate
+/// keys are an error). Kubernetes reads manifests with YAML 1.1 rules,
+/// which differ only for plain scalars such as `yes`, `on` or `0700`; the
+/// manifest has none, and the checks below compare types too (a bool, an
+/// integer), as the API server does.
+fn yaml_document(name: &str) -> YamlOwned {
+    let text = read_deploy(name);
+    let docs = YamlOwned::load_from_str(&text).unwrap_or_else(|e| panic!("deploy/{name}: {e}"));
+    let [doc] = <[YamlOwned; 1]>::try_from(docs).unwrap_or_else(|docs| {
+        panic!("deploy/{name}: one document expected, found {}", docs.len())
+    });
+    doc
+}
+
+/// The node at `path` (mapping keys) under `node`, if every key is there.
+fn at<'a>(node: &'a YamlOwned, path: &[&str]) -> Option<&'a YamlOwned> {
+    path.iter().try_fold(node, |n, key| n.as_mapping_get(key))
+}
+
+/// The node at `path`; fails the test naming the path when it is missing.
+fn get<'a>(node: &'a YamlOwned, path: &[&str]) -> &'a YamlOwned {
+    at(node, path).unwrap_or_else(|| panic!("no {} in {node:?}", path.join(".")))
+}
+
+/// The string at `path`.
+fn str_at<'a>(node: &'a YamlOwned, path: &[&str]) -> &'a str {
+    let value = get(node, path);
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{} should be a string: {value:?}", path.join(".")))
+}
+
+/// The boolean at `path` (`true`, not the string "true").
+fn bool_at(node: &YamlOwned, path: &[&str]) -> bool {
+    let value = get(node, path);
+    value
+        .as_bool()
+        .unwrap_or_else(|| panic!("{} should be a boolean: {value:?}", path.join(".")))
+}
+
+/// The sequence at `path`.
+fn seq_at<'a>(node: &'a YamlOwned, path: &[&str]) -> &'a [YamlOwned] {
+    let value = get(node, path);
+    value
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{} should be a sequence: {value:?}", path.join(".")))
+}
+
+/// The non-empty sequence of strings at `path`.
+fn strings_at(node: &YamlOwned, path: &[&str]) -> Vec<String> {
+    let words: Vec<String> = seq_at(node, path)
+        .iter()
+        .map(|w| {
+            w.as_str()
+                .unwrap_or_else(|| panic!("{} holds a non-string: {w:?}", path.join(".")))
+                .to_string()
+        })
+        .collect();
+    assert!(!words.is_empty(), "{} is empty", path.join("."));
+    words
+}
+
 #[test]
 fn daemonset_runs_one_privileged_holding_rawload_per_node() {
-    let doc = yaml::parse(&read_deploy("daemonset.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(doc.str_at(&["apiVersion"]), "apps/v1");
-    assert_eq!(doc.str_at(&["kind"]), "DaemonSet");
+    let doc = yaml_document("daemonset.yaml");
+    assert_eq!(str_at(&doc, &["apiVersion"]), "apps/v1");
+    assert_eq!(str_at(&doc, &["kind"]), "DaemonSet");
 
     // Never two pods on a node: the old one's detach would undo the new one.
-    if let Some(surge) = doc.at(&["spec", "updateStrategy", "rollingUpdate", "maxSurge"]) {
+    // (An IntOrString: the integer 0 or the percentage "0%".)
+    if let Some(surge) = at(
+        &doc,
+        &["spec", "updateStrategy", "rollingUpdate", "maxSurge"],
+    ) {
         assert!(
-            matches!(surge.as_str(), Some("0" | "0%")),
-            "maxSurge must be 0"
+            surge.as_integer() == Some(0) || surge.as_str() == Some("0%"),
+            "maxSurge must be 0: {surge:?}"
         );
     }
 
-    let pod = doc
-        .at(&["spec", "template", "spec"])
-        .expect("spec.template.spec");
-    assert_eq!(pod.str_at(&["hostNetwork"]), "true");
-    let tolerates_all = pod
-        .at(&["tolerations"])
-        .and_then(yaml::Node::as_seq)
+    let pod = get(&doc, &["spec", "template", "spec"]);
+    assert!(bool_at(pod, &["hostNetwork"]), "hostNetwork: true");
+    let tolerates_all = at(pod, &["tolerations"])
+        .and_then(YamlOwned::as_sequence)
         .is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t.str_at(&["operator"]) == "Exists" && t.at(&["key"]).is_none())
+            ts.iter().any(|t| {
+                at(t, &["operator"]).and_then(YamlOwned::as_str) == Some("Exists")
+                    && at(t, &["key"]).is_none()
+            })
         });
     assert!(
         tolerates_all,
         "a toleration {{operator: Exists}} without a key runs rawload on every node"
     );
-    let grace: u64 = pod
-        .str_at(&["terminationGracePeriodSeconds"])
-        .parse()
-        .expect("terminationGracePeriodSeconds is a number");
+    let grace = get(pod, &["terminationGracePeriodSeconds"]);
+    let grace = grace
+        .as_integer()
+        .unwrap_or_else(|| panic!("terminationGracePeriodSeconds is a number: {grace:?}"));
     assert!(grace >= 10, "leave detach time after SIGTERM: {grace}s");
 
-    let containers = pod
-        .at(&["containers"])
-        .and_then(yaml::Node::as_seq)
-        .expect("containers");
+    let containers = seq_at(pod, &["containers"]);
     let [c] = containers else {
         panic!("one container, rawload, expected: {containers:?}");
     };
-    assert_eq!(c.str_at(&["securityContext", "privileged"]), "true");
-    assert!(!c.str_at(&["image"]).is_empty());
     assert!(
-        c.at(&["resources", "requests"]).is_some(),
+        bool_at(c, &["securityContext", "privileged"]),
+        "privileged: true"
+    );
+    assert!(!str_at(c, &["image"]).is_empty());
+    assert!(
+        at(c, &["resources", "requests"]).is_some(),
         "resource requests"
     );
 
-    let command = c.strings_at(&["command"]);
+    let command = strings_at(c, &["command"]);
     let entrypoint = dockerfile_entrypoint();
     assert_eq!(
         command[0], entrypoint[0],
@@ -361,48 +425,42 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
     );
     let cgroup_arg = &command[command.iter().position(|w| w == "--cgroup").unwrap() + 1];
 
-    let probe = c.strings_at(&["readinessProbe", "exec", "command"]);
+    let probe = strings_at(c, &["readinessProbe", "exec", "command"]);
     assert_eq!(probe[0], entrypoint[0]);
     assert!(probe.contains(&"status".to_string()), "{probe:?}");
 
     // Volumes by name: hostPath of each.
-    let volumes = pod
-        .at(&["volumes"])
-        .and_then(yaml::Node::as_seq)
-        .expect("volumes");
+    let volumes = seq_at(pod, &["volumes"]);
     let host_path_of = |name: &str| -> String {
         volumes
             .iter()
-            .find(|v| v.str_at(&["name"]) == name)
-            .map(|v| v.str_at(&["hostPath", "path"]).to_string())
+            .find(|v| str_at(v, &["name"]) == name)
+            .map(|v| str_at(v, &["hostPath", "path"]).to_string())
             .unwrap_or_else(|| panic!("no volume named {name}"))
     };
-    let mounts = c
-        .at(&["volumeMounts"])
-        .and_then(yaml::Node::as_seq)
-        .expect("volumeMounts");
-    let mount_of = |host: &str| -> &yaml::Node {
+    let mounts = seq_at(c, &["volumeMounts"]);
+    let mount_of = |host: &str| -> &YamlOwned {
         mounts
             .iter()
-            .find(|m| host_path_of(m.str_at(&["name"])) == host)
+            .find(|m| host_path_of(str_at(m, &["name"])) == host)
             .unwrap_or_else(|| panic!("no volumeMount of the host's {host}"))
     };
 
     let cgroup = mount_of("/sys/fs/cgroup");
     assert_eq!(
-        cgroup.str_at(&["mountPath"]),
+        str_at(cgroup, &["mountPath"]),
         cgroup_arg,
         "--cgroup must name the mounted host cgroup2 hierarchy"
     );
     assert_ne!(
-        cgroup.at(&["readOnly"]).and_then(yaml::Node::as_str),
-        Some("true"),
+        at(cgroup, &["readOnly"]).map(|r| r.as_bool().unwrap_or_else(|| panic!("readOnly: {r:?}"))),
+        Some(true),
         "the host cgroup mount must be read-write"
     );
 
     let bpffs = mount_of(BPFFS_MOUNT);
-    assert_eq!(bpffs.str_at(&["mountPath"]), BPFFS_MOUNT);
-    assert_eq!(bpffs.str_at(&["mountPropagation"]), "Bidirectional");
+    assert_eq!(str_at(bpffs, &["mountPath"]), BPFFS_MOUNT);
+    assert_eq!(str_at(bpffs, &["mountPropagation"]), "Bidirectional");
     let pin_dir = match command.iter().position(|w| w == "--pin-dir") {
         Some(i) => command[i + 1].clone(),
         None => DEFAULT_PIN_DIR.to_string(),
@@ -443,11 +501,10 @@ fn dockerfile_entrypoint() -> Vec<String> {
         .iter()
         .rfind(|(op, _)| op == "ENTRYPOINT")
         .expect("the final stage has an ENTRYPOINT");
-    match yaml::parse_scalar_or_flow(args) {
-        Ok(yaml::Node::Seq(words)) if !words.is_empty() => words
-            .iter()
-            .map(|w| w.as_str().expect("ENTRYPOINT words").to_string())
-            .collect(),
+    // Docker takes the exec form as a JSON array of strings, and anything
+    // else as the shell form (which needs a /bin/sh the image lacks).
+    match serde_json::from_str::<Vec<String>>(args) {
+        Ok(words) if !words.is_empty() => words,
         _ => panic!("ENTRYPOINT should be in exec form, like [\"/rawload\"]: {args}"),
     }
 }
@@ -486,365 +543,4 @@ fn dockerfile_puts_only_the_static_binary_into_scratch() {
     // file must let the binary through.
     let ignore = read_deploy("Dockerfile.dockerignore");
     assert!(ignore.lines().any(|l| l.trim() == "!rawload"), "{ignore}");
-}
-
-// --- a small YAML reader ------------------------------------------------------------
-
-/// Block-style YAML as Kubernetes manifests write it: mappings, sequences
-/// (indented or not under their key), `- key: value` items, plain and
-/// quoted scalars, flow sequences and simple flow mappings, comments.
-/// Everything else is an error, never a guess.
-mod yaml {
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Node {
-        Map(Vec<(String, Node)>),
-        Seq(Vec<Node>),
-        Scalar(String),
-    }
-
-    impl Node {
-        pub fn get(&self, key: &str) -> Option<&Node> {
-            match self {
-                Node::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-
-        pub fn at(&self, path: &[&str]) -> Option<&Node> {
-            path.iter().try_fold(self, |node, key| node.get(key))
-        }
-
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Node::Scalar(s) => Some(s),
-                _ => None,
-            }
-        }
-
-        pub fn as_seq(&self) -> Option<&[Node]> {
-            match self {
-                Node::Seq(items) => Some(items),
-                _ => None,
-            }
-        }
-
-        /// The scalar at `path`; panics naming the path when there is none.
-        pub fn str_at(&self, path: &[&str]) -> &str {
-            self.at(path)
-                .and_then(Node::as_str)
-                .unwrap_or_else(|| panic!("no scalar at {}", path.join(".")))
-        }
-
-        /// The sequence of scalars at `path`.
-        pub fn strings_at(&self, path: &[&str]) -> Vec<String> {
-            let items = self
-                .at(path)
-                .and_then(Node::as_seq)
-                .unwrap_or_else(|| panic!("no sequence at {}", path.join(".")));
-            let words: Vec<String> = items
-                .iter()
-                .map(|n| {
-                    n.as_str()
-                        .unwrap_or_else(|| panic!("{} holds a non-scalar", path.join(".")))
-                        .to_string()
-                })
-                .collect();
-            assert!(!words.is_empty(), "{} is empty", path.join("."));
-            words
-        }
-    }
-
-    struct Line {
-        no: usize,
-        indent: usize,
-        text: String,
-    }
-
-    pub fn parse(text: &str) -> Result<Node, String> {
-        let mut lines = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let no = i + 1;
-            let body = strip_comment(raw);
-            let trimmed = body.trim_end();
-            if trimmed.trim().is_empty() || trimmed == "---" {
-                continue;
-            }
-            let content = trimmed.trim_start_matches(' ');
-            if content.starts_with('\t') {
-                return Err(format!("line {no}: tab in indentation"));
-            }
-            if content == "..." || content.starts_with("--- ") || content.starts_with('%') {
-                return Err(format!("line {no}: one plain document expected"));
-            }
-            lines.push(Line {
-                no,
-                indent: trimmed.len() - content.len(),
-                text: content.to_string(),
-            });
-        }
-        if lines.is_empty() {
-            return Err("empty document".into());
-        }
-        let mut i = 0;
-        let indent = lines[0].indent;
-        let node = block(&mut lines, &mut i, indent)?;
-        match lines.get(i) {
-            Some(l) => Err(format!("line {}: unexpected indentation", l.no)),
-            None => Ok(node),
-        }
-    }
-
-    /// The line without its comment: `#` at the start or after a space,
-    /// outside quotes.
-    fn strip_comment(line: &str) -> &str {
-        let mut quote = None;
-        let mut prev = ' ';
-        for (i, c) in line.char_indices() {
-            match quote {
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None if c == '"' || c == '\'' => quote = Some(c),
-                None if c == '#' && prev.is_whitespace() => return &line[..i],
-                None => {}
-            }
-            prev = c;
-        }
-        line
-    }
-
-    fn is_item(text: &str) -> bool {
-        text == "-" || text.starts_with("- ")
-    }
-
-    fn block(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
-        if is_item(&lines[*i].text) {
-            seq(lines, i, indent)
-        } else {
-            map(lines, i, indent)
-        }
-    }
-
-    /// `key: value` split at the first `: ` (or a final `:`) outside quotes.
-    fn split_key(text: &str) -> Option<(&str, &str)> {
-        if text.starts_with(['"', '\'', '[', '{']) {
-            return None;
-        }
-        if let Some(key) = text.strip_suffix(':') {
-            if !key.contains(": ") {
-                return Some((key, ""));
-            }
-        }
-        text.split_once(": ").map(|(k, v)| (k, v.trim()))
-    }
-
-    fn map(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
-        let mut entries: Vec<(String, Node)> = Vec::new();
-        while let Some(line) = lines.get(*i) {
-            if line.indent < indent || (line.indent == indent && is_item(&line.text)) {
-                break;
-            }
-            if line.indent > indent {
-                return Err(format!("line {}: unexpected indentation", line.no));
-            }
-            let no = line.no;
-            let (key, value) = split_key(&line.text)
-                .ok_or_else(|| format!("line {no}: `key: value` expected: {}", line.text))?;
-            let (key, value) = (unquote(key.trim(), no)?, value.to_string());
-            if entries.iter().any(|(k, _)| *k == key) {
-                return Err(format!("line {no}: duplicate key {key}"));
-            }
-            *i += 1;
-            let node = if !value.is_empty() {
-                parse_scalar_or_flow(&value).map_err(|e| format!("line {no}: {e}"))?
-            } else {
-                match lines.get(*i) {
-                    Some(next) if next.indent > indent => {
-                        let child = next.indent;
-                        block(lines, i, child)?
-                    }
-                    // A sequence may sit at its key's own indentation.
-                    Some(next) if next.indent == indent && is_item(&next.text) => {
-                        seq(lines, i, indent)?
-                    }
-                    _ => Node::Scalar(String::new()),
-                }
-            };
-            entries.push((key, node));
-        }
-        Ok(Node::Map(entries))
-    }
-
-    fn seq(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
-        let mut items = Vec::new();
-        while let Some(line) = lines.get(*i) {
-            if line.indent != indent || !is_item(&line.text) {
-                if line.indent > indent {
-                    return Err(format!("line {}: unexpected indentation", line.no));
-                }
-                break;
-            }
-            let no = line.no;
-            let rest = line.text[1..].trim_start().to_string();
-            if rest.is_empty() {
-                *i += 1;
-                match lines.get(*i) {
-                    Some(next) if next.indent > indent => {
-                        let child = next.indent;
-                        items.push(block(lines, i, child)?);
-                    }
-                    _ => items.push(Node::Scalar(String::new())),
-                }
-            } else if split_key(&rest).is_some() || is_item(&rest) {
-                // `- key: value`: a mapping (or sequence) whose first line
-                // starts where `rest` does.
-                let column = line.indent + (line.text.len() - rest.len());
-                lines[*i].indent = column;
-                lines[*i].text = rest;
-                items.push(block(lines, i, column)?);
-            } else {
-                items.push(parse_scalar_or_flow(&rest).map_err(|e| format!("line {no}: {e}"))?);
-                *i += 1;
-            }
-        }
-        Ok(Node::Seq(items))
-    }
-
-    /// A value on one line: a plain or quoted scalar, `[a, b]` or `{k: v}`.
-    pub fn parse_scalar_or_flow(value: &str) -> Result<Node, String> {
-        let value = value.trim();
-        if let Some(inner) = value.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or("unclosed [")?;
-            return Ok(Node::Seq(
-                split_flow(inner)?
-                    .into_iter()
-                    .map(|w| parse_flow_scalar(&w))
-                    .collect::<Result<_, _>>()?,
-            ));
-        }
-        if let Some(inner) = value.strip_prefix('{') {
-            let inner = inner.strip_suffix('}').ok_or("unclosed {")?;
-            let mut entries = Vec::new();
-            for part in split_flow(inner)? {
-                let (k, v) = part
-                    .split_once(':')
-                    .ok_or_else(|| format!("`key: value` expected in {{{inner}}}"))?;
-                entries.push((unquote(k.trim(), 0)?, parse_flow_scalar(v)?));
-            }
-            return Ok(Node::Map(entries));
-        }
-        if value.starts_with(['&', '*', '!', '|', '>', '@', '`']) {
-            return Err(format!("unsupported YAML: {value}"));
-        }
-        Ok(Node::Scalar(unquote(value, 0)?))
-    }
-
-    fn parse_flow_scalar(word: &str) -> Result<Node, String> {
-        let word = word.trim();
-        if word.starts_with(['[', '{']) {
-            return Err(format!("nested flow collections are not supported: {word}"));
-        }
-        parse_scalar_or_flow(word)
-    }
-
-    /// The comma-separated parts of a flow collection, outside quotes.
-    fn split_flow(inner: &str) -> Result<Vec<String>, String> {
-        let mut parts = Vec::new();
-        let mut current = String::new();
-        let mut quote = None;
-        for c in inner.chars() {
-            match quote {
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None if c == '"' || c == '\'' => quote = Some(c),
-                None if c == ',' => {
-                    parts.push(std::mem::take(&mut current));
-                    continue;
-                }
-                None => {}
-            }
-            current.push(c);
-        }
-        if quote.is_some() {
-            return Err(format!("unclosed quote in {inner}"));
-        }
-        parts.push(current);
-        let parts: Vec<String> = parts.into_iter().map(|p| p.trim().to_string()).collect();
-        match parts.as_slice() {
-            [only] if only.is_empty() => Ok(Vec::new()),
-            _ if parts.iter().any(String::is_empty) => Err(format!("empty item in {inner}")),
-            _ => Ok(parts),
-        }
-    }
-
-    /// A scalar without its quotes: `"..."` with `\"` and `\\`, `'...'` with `''`.
-    fn unquote(s: &str, no: usize) -> Result<String, String> {
-        let err = |what: &str| format!("line {no}: {what}: {s}");
-        if let Some(inner) = s.strip_prefix('"') {
-            let inner = inner
-                .strip_suffix('"')
-                .ok_or_else(|| err("unclosed quote"))?;
-            let mut out = String::new();
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some(e @ ('"' | '\\' | '/')) => out.push(e),
-                        _ => return Err(err("unsupported escape")),
-                    },
-                    '"' => return Err(err("stray quote")),
-                    c => out.push(c),
-                }
-            }
-            return Ok(out);
-        }
-        if let Some(inner) = s.strip_prefix('\'') {
-            let inner = inner
-                .strip_suffix('\'')
-                .ok_or_else(|| err("unclosed quote"))?;
-            return Ok(inner.replace("''", "'"));
-        }
-        Ok(s.to_string())
-    }
-}
-
-#[test]
-fn yaml_reader_reads_what_manifests_use_and_refuses_the_rest() {
-    use yaml::{Node, parse};
-    let doc = parse(
-        "# comment\n\
-         a: 1\n\
-         b:\n  c: \"x # not a comment\" # a comment\n  d: 'it''s'\n\
-         list:\n- one\n- k: v\n  k2: v2\n- [x, \"y\"]\n\
-         nested:\n  - name: n\n    items:\n      - -a\n      - --b\n\
-         flow: {cpu: 10m, memory: 32Mi}\n\
-         empty:\n",
-    )
-    .unwrap();
-    assert_eq!(doc.str_at(&["a"]), "1");
-    assert_eq!(doc.str_at(&["b", "c"]), "x # not a comment");
-    assert_eq!(doc.str_at(&["b", "d"]), "it's");
-    let list = doc.at(&["list"]).and_then(Node::as_seq).unwrap();
-    assert_eq!(list[0], Node::Scalar("one".into()));
-    assert_eq!(list[1].str_at(&["k2"]), "v2");
-    assert_eq!(
-        list[2],
-        Node::Seq(vec![Node::Scalar("x".into()), Node::Scalar("y".into())])
-    );
-    let nested = &doc.at(&["nested"]).and_then(Node::as_seq).unwrap()[0];
-    assert_eq!(nested.strings_at(&["items"]), ["-a", "--b"]);
-    assert_eq!(doc.str_at(&["flow", "memory"]), "32Mi");
-    assert_eq!(doc.str_at(&["empty"]), "");
-
-    for bad in [
-        "a: 1\n  b: 2\n",
-        "a:\n\tb: 1\n",
-        "a: &anchor 1\n",
-        "a: |\n  text\n",
-        "a: 1\na: 2\n",
-        "a: [x, [y]]\n",
-        "just a scalar\n",
-        "a: \"open\n",
-    ] {
-        assert!(parse(bad).is_err(), "accepted: {bad:?}");
-    }
 }

@@ -1,13 +1,16 @@
-//! Replays, on the stable toolchain, what the fuzzers found and covered:
+//! Replays, on the stable toolchain, what the fuzz targets must keep
+//! handling (fuzz/README.md):
 //!
-//! - `fuzz/regressions/<target>/`: every input a fuzzer ever crashed on
-//!   (after the fix it must be an error or a valid object, never a panic);
+//! - `fuzz/regressions/<target>/`: every input a fuzzer ever crashed on, and
+//!   hand-made malformed inputs, one per bounds check of the readers (after a
+//!   fix an input must be an error or a valid object, never a panic);
 //! - `fuzz/replay/<target>.tar.xz`: the fuzzing corpus minimized to one input
 //!   per coverage feature (`cargo fuzz cmin`, refreshed by `make fuzz`), so
 //!   every path the fuzzer reached is taken again by `make test`.
 //!
 //! Each input goes through the same harness the fuzz targets run
-//! (fuzz/harness.rs).
+//! (fuzz/harness.rs). Both sets must be there and hold inputs: a missing
+//! directory or archive fails the test instead of replaying nothing.
 
 #[path = "../fuzz/harness.rs"]
 mod harness;
@@ -26,10 +29,10 @@ impl Drop for Scratch {
     }
 }
 
+/// The files in `dir`, by name; fails the test when `dir` cannot be read.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e} (fuzz/README.md)", dir.display()));
     let mut out: Vec<(String, Vec<u8>)> = entries
         .map(|e| {
             let path = e.unwrap().path();
@@ -40,8 +43,9 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// The regressions of `target` and its minimized corpus, unpacked.
-fn inputs(target: &str) -> (Vec<(String, Vec<u8>)>, usize) {
+/// The regressions of `target` and its minimized corpus, unpacked, and how
+/// many of each.
+fn inputs(target: &str) -> (Vec<(String, Vec<u8>)>, usize, usize) {
     let scratch = Scratch(
         std::env::temp_dir().join(format!("rawload-replay-{target}-{}", std::process::id())),
     );
@@ -60,14 +64,20 @@ fn inputs(target: &str) -> (Vec<(String, Vec<u8>)>, usize) {
     let corpus = files(&scratch.0);
     let corpus_len = corpus.len();
     let mut all = files(&Path::new(FUZZ).join("regressions").join(target));
+    let regressions = all.len();
     all.extend(corpus);
-    (all, corpus_len)
+    (all, regressions, corpus_len)
 }
 
 /// Runs every input of `target` through `run`; no input may panic, and the
 /// corpus must hold both inputs that parse and inputs that are refused.
 fn replay(target: &str, min_corpus: usize, run: fn(&[u8]) -> bool) {
-    let (inputs, corpus_len) = inputs(target);
+    let (inputs, regressions, corpus_len) = inputs(target);
+    assert!(
+        regressions > 0,
+        "fuzz/regressions/{target}/ holds no inputs: it must keep at least the hand-made ones \
+         (fuzz/README.md)"
+    );
     assert!(
         corpus_len >= min_corpus,
         "fuzz/replay/{target}.tar.xz holds {corpus_len} inputs, expected at least {min_corpus}"
@@ -80,7 +90,8 @@ fn replay(target: &str, min_corpus: usize, run: fn(&[u8]) -> bool) {
         }
     }
     eprintln!(
-        "{target}: {} inputs replayed ({corpus_len} from the corpus), {parsed} parsed, {} refused",
+        "{target}: {} inputs replayed ({regressions} regressions, {corpus_len} from the corpus), \
+         {parsed} parsed, {} refused",
         inputs.len(),
         inputs.len() - parsed - panicked.len()
     );

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rawload::json::Json;
+use serde_json::Value;
 
 pub const RAWLOAD: &str = env!("CARGO_BIN_EXE_rawload");
 
@@ -100,17 +100,16 @@ impl TestEnv {
         rawload(&["detach", "--pin-dir", &self.pin_arg()])
     }
 
-    pub fn status_json(&self) -> Json {
+    /// `rawload status --json`, read with serde_json (see [`json`]).
+    pub fn status_json(&self) -> Value {
         let out = rawload(&["status", "--json", "--pin-dir", &self.pin_arg()]);
         assert!(out.status.success(), "status failed: {}", stderr(&out));
-        Json::parse(&stdout(&out)).expect("status --json is valid JSON")
+        json(&stdout(&out), "status --json")
     }
 
     pub fn counter(&self, name: &str) -> u64 {
-        self.status_json()
-            .get("counters")
-            .and_then(|c| c.get(name))
-            .and_then(Json::as_u64)
+        self.status_json()["counters"][name]
+            .as_u64()
             .unwrap_or_else(|| panic!("counter {name} missing from status"))
     }
 }
@@ -196,6 +195,14 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// JSON that rawload printed (`what` says which), read with serde_json: a
+/// parser that shares no code with rawload's writer (`rawload::json`), so
+/// a bug in the writer is not hidden by the same bug in rawload's own
+/// reader. Fails the test, showing the text, when it is not valid JSON.
+pub fn json(text: &str, what: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} is not valid JSON ({e}):\n{text}"))
 }
 
 /// Asserts success and returns stdout.
@@ -287,13 +294,19 @@ pub fn scale<T>(short: T, long: T) -> T {
 impl TestEnv {
     /// All counters of the attachment.
     pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
-        match self.status_json().get("counters") {
-            Some(Json::Obj(fields)) => fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect(),
-            _ => panic!("status has no counters"),
-        }
+        let status = self.status_json();
+        let counters = status["counters"]
+            .as_object()
+            .unwrap_or_else(|| panic!("status has no counters: {status}"));
+        counters
+            .iter()
+            .map(|(k, v)| {
+                let n = v
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("counter {k} is not a count: {v}"));
+                (k.clone(), n)
+            })
+            .collect()
     }
 
     /// Entries in the socket map now.
@@ -314,15 +327,10 @@ impl TestEnv {
 
     /// Entries in the map called `name` now.
     pub fn map_entries(&self, name: &str) -> u64 {
-        self.status_json()
-            .get("maps")
-            .and_then(Json::as_array)
-            .and_then(|maps| {
-                maps.iter()
-                    .find(|m| m.get("name").and_then(Json::as_str) == Some(name))
-            })
-            .and_then(|m| m.get("entries"))
-            .and_then(Json::as_u64)
+        self.status_json()["maps"]
+            .as_array()
+            .and_then(|maps| maps.iter().find(|m| m["name"] == name))
+            .and_then(|m| m["entries"].as_u64())
             .unwrap_or_else(|| panic!("no map {name} in status"))
     }
 }

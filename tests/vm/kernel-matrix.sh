@@ -10,7 +10,8 @@
 # on 2026-12-01): the row that shows what newer kernels fixed, picked anew
 # each time the apt index is refreshed.
 #
-# Kernels come from Debian through apt, each suite with its own private apt
+# Kernels come from Debian through apt, from the archive this host's own apt
+# sources name (see debian_archives), each suite with its own private apt
 # state (a deb822 *.sources file, so the host's apt setup is untouched), and
 # are cached under .cache/kernels. The uncompressed vmlinux is booted directly
 # (PVH entry point), which skips firmware and decompression: ~2.5 s per boot
@@ -28,14 +29,101 @@ CONFORMANCE_BIN=${RAWLOAD_CONFORMANCE_BIN:-$ROOT/rawload-conformance}
 BOOT_TIMEOUT=${RAWLOAD_BOOT_TIMEOUT:-300}
 mkdir -p "$CACHE"/{debs,logs}
 
+# Debian's suite names and aliases: how a source of the host's apt setup is
+# recognised as the Debian archive (or its security archive, `SUITE-security`
+# or the older `SUITE/updates`) whatever its URI says. A host whose sources
+# name only a release newer than these gets deb.debian.org, and is told so.
+DEBIAN_SUITES=" buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable experimental "
+
+# `URI SUITE` for every enabled `deb` source of the host's apt setup: the
+# one-line format (sources.list, sources.list.d/*.list) and deb822
+# (sources.list.d/*.sources), in the files apt-config says apt reads.
+host_apt_sources() {
+    command -v apt-config >/dev/null || return 0
+    local SL SP
+    eval "$(apt-config shell SL Dir::Etc::sourcelist/f SP Dir::Etc::sourceparts/d)"
+    local lists=() f
+    [ -f "$SL" ] && lists+=("$SL")
+    for f in "$SP"/*.list; do [ -f "$f" ] && lists+=("$f"); done
+    if [ ${#lists[@]} -gt 0 ]; then
+        # deb [option=value ...] URI SUITE COMPONENT...
+        sed 's/#.*//' "${lists[@]}" | awk '$1 == "deb" {
+            i = 2
+            if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+            if (i + 1 <= NF) print $i, $(i + 1)
+        }'
+    fi
+    for f in "$SP"/*.sources; do
+        [ -f "$f" ] || continue
+        # Stanzas of `Field: value` lines (continued on indented lines),
+        # separated by blank lines; field names are case-insensitive.
+        awk '
+            function flush(  n, m, i, j, U, S) {
+                if (types ~ /(^|[ \t])deb([ \t]|$)/ && tolower(enabled) !~ /^[ \t]*no[ \t]*$/) {
+                    n = split(uris, U, " "); m = split(suites, S, " ")
+                    for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) print U[i], S[j]
+                }
+                types = uris = suites = enabled = key = ""
+            }
+            /^#/ { next }
+            /^[ \t]*$/ { flush(); next }
+            /^[ \t]/ {
+                if (key == "types") types = types " " $0
+                else if (key == "uris") uris = uris " " $0
+                else if (key == "suites") suites = suites " " $0
+                next
+            }
+            {
+                c = index($0, ":"); key = tolower(substr($0, 1, c - 1)); v = substr($0, c + 1)
+                if (key == "types") types = v
+                else if (key == "uris") uris = v
+                else if (key == "suites") suites = v
+                else if (key == "enabled") enabled = v
+            }
+            END { flush() }' "$f"
+    done
+}
+
+# Sets DEBIAN_ARCHIVE and DEBIAN_SECURITY: the URIs of the Debian archive
+# and of its security archive as this host's apt sources give them, so that
+# a mirror, or a caching proxy written into the URI (apt-cacher-ng's
+# http://HOST:3142/deb.debian.org/debian), serves the kernels too; apt's
+# Acquire::*::Proxy settings apply as well (the private apt state changes
+# only the source lists and state directories). Falls back to
+# deb.debian.org, and says so, for whichever of the two the host has no
+# Debian source for.
+debian_archives() {
+    local uri suite base
+    DEBIAN_ARCHIVE="" DEBIAN_SECURITY=""
+    while read -r uri suite; do
+        case $uri in cdrom:*) continue ;; esac
+        base=${suite%%[-/]*}
+        [[ $DEBIAN_SUITES == *" $base "* ]] || continue
+        case $suite in
+        *-security | */updates) [ -n "$DEBIAN_SECURITY" ] || DEBIAN_SECURITY=${uri%/} ;;
+        *) [ -n "$DEBIAN_ARCHIVE" ] || DEBIAN_ARCHIVE=${uri%/} ;;
+        esac
+    done < <(host_apt_sources)
+    if [ -z "$DEBIAN_ARCHIVE" ]; then
+        DEBIAN_ARCHIVE=http://deb.debian.org/debian
+        echo "  (this host's apt sources name no Debian archive: kernels come from $DEBIAN_ARCHIVE)" >&2
+    fi
+    if [ -z "$DEBIAN_SECURITY" ]; then
+        DEBIAN_SECURITY=http://deb.debian.org/debian-security
+        echo "  (this host's apt sources name no Debian security archive: using $DEBIAN_SECURITY)" >&2
+    fi
+    echo "kernels from $DEBIAN_ARCHIVE and $DEBIAN_SECURITY" >&2
+}
+
 # label | apt sources (uri suite, ...) | package name pattern
 kernel_spec() {
+    local main=$DEBIAN_ARCHIVE security=$DEBIAN_SECURITY
     case $1 in
-    5.10) echo "http://deb.debian.org/debian bullseye|^linux-image-5\.10\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
-    6.1) echo "http://deb.debian.org/debian bookworm,http://deb.debian.org/debian-security bookworm-security|^linux-image-6\.1\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
-    6.12) echo "http://deb.debian.org/debian trixie,http://deb.debian.org/debian-security trixie-security|^linux-image-6\.12\.[0-9]+\+deb13-cloud-amd64-unsigned$" ;;
+    5.10) echo "$main bullseye|^linux-image-5\.10\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
+    6.1) echo "$main bookworm,$security bookworm-security|^linux-image-6\.1\.[0-9]+-[0-9]+-cloud-amd64-unsigned$" ;;
+    6.12) echo "$main trixie,$security trixie-security|^linux-image-6\.12\.[0-9]+\+deb13-cloud-amd64-unsigned$" ;;
     # unstable names its images without the -unsigned suffix
-    newest) echo "http://deb.debian.org/debian sid|^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64(-unsigned)?$" ;;
+    newest) echo "$main sid|^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64(-unsigned)?$" ;;
     *) echo "unknown kernel label $1" >&2; return 1 ;;
     esac
 }
@@ -48,12 +136,19 @@ apt_setup() {
     sources=${spec%%|*}
     state=$CACHE/apt-$label
     mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
-    : > "$state/$label.sources"
+    : > "$state/$label.sources.new"
     IFS=, read -ra entries <<< "$sources"
     for e in "${entries[@]}"; do
         printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' \
-            "${e% *}" "${e#* }" >> "$state/$label.sources"
+            "${e% *}" "${e#* }" >> "$state/$label.sources.new"
     done
+    # Other sources than last time (the host's mirror changed): their index
+    # is not in the lists yet, so drop the old one, which makes fetch_kernel
+    # refresh it.
+    if ! cmp -s "$state/$label.sources.new" "$state/$label.sources"; then
+        find "$state/lists" -maxdepth 1 -type f -delete
+    fi
+    mv "$state/$label.sources.new" "$state/$label.sources"
     APT_OPTS=(-o "Dir::Etc::sourcelist=$state/$label.sources" -o Dir::Etc::sourceparts=/dev/null
               -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache")
 }
@@ -270,6 +365,7 @@ labels=("$@")
 declare -A VMLINUX
 for l in "${labels[@]}"; do
     [ "$l" = host ] && continue
+    [ -n "${DEBIAN_ARCHIVE:-}" ] || debian_archives
     VMLINUX[$l]=$(fetch_kernel "$l")
     fetch_ktls_modules "$l"
 done
