@@ -48,12 +48,28 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
     let status = env.status_json();
     assert_eq!(status["attached"], true, "{status:#}");
     let prog_ids = ids(&status, "programs");
-    let map_ids = ids(&status, "maps");
     assert_eq!(prog_ids.len(), expected_programs());
+    bpftool_sees(&env, &prog_ids, &ids(&status, "maps"));
+    redirected_intact(&env, name, listen, connect);
 
-    // Debian's bpftool sees the same programs, maps and cgroup attachment.
+    let out = ok(env.detach());
+    assert!(out.contains("detached"), "{out}");
+    assert!(!env.pin_dir.exists(), "the pin directory must be gone");
+    assert!(
+        bpftool(&["cgroup", "show", &env.cgroup_arg()])
+            .trim()
+            .is_empty(),
+        "bpftool still shows a program on the cgroup"
+    );
+    wait_for_programs(&before);
+
+    crosses_loopback_intact(&env, name, listen, connect);
+}
+
+/// Debian's bpftool sees the same programs, maps and cgroup attachment.
+fn bpftool_sees(env: &TestEnv, prog_ids: &[u64], map_ids: &[u64]) {
     let listed = bpftool_prog_ids();
-    for id in &prog_ids {
+    for id in prog_ids {
         assert!(
             listed.contains(&(*id as u32)),
             "bpftool prog show lacks {id}"
@@ -70,13 +86,16 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
         "bpftool cgroup show:\n{cgroup_show}"
     );
     let map_show = bpftool(&["map", "show"]);
-    for id in &map_ids {
+    for id in map_ids {
         assert!(
             map_show.lines().any(|l| l.starts_with(&format!("{id}: "))),
             "bpftool map show lacks {id}"
         );
     }
+}
 
+/// 64 MiB each way, redirected (loopback flat) and intact, every byte counted.
+fn redirected_intact(env: &TestEnv, name: &str, listen: &str, connect: &str) {
     let redirected_before = env.counter("bytes_redirected");
     let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
     assert_intact(&t);
@@ -101,18 +120,10 @@ fn bypass_and_back(name: &str, listen: &str, connect: &str) {
     );
     assert_eq!(env.counter("msgs_missed"), 0);
     assert!(env.counter("sockets_inserted") >= 2);
+}
 
-    let out = ok(env.detach());
-    assert!(out.contains("detached"), "{out}");
-    assert!(!env.pin_dir.exists(), "the pin directory must be gone");
-    assert!(
-        bpftool(&["cgroup", "show", &env.cgroup_arg()])
-            .trim()
-            .is_empty(),
-        "bpftool still shows a program on the cgroup"
-    );
-    wait_for_programs(&before);
-
+/// 64 MiB each way after detach: intact, and every byte crossed loopback.
+fn crosses_loopback_intact(env: &TestEnv, name: &str, listen: &str, connect: &str) {
     let t = transfer(&env.cgroup, listen, connect, 64 * MIB, &[]);
     assert_intact(&t);
     eprintln!(

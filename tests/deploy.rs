@@ -178,29 +178,41 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
     entries
 }
 
-#[test]
-fn unit_attaches_on_start_and_detaches_on_stop() {
-    let entries = unit_entries(&read_deploy("rawload.service"));
-    let all = |section: &str, key: &str| -> Vec<&str> {
-        entries
+/// The unit file's assignments.
+struct Unit(Vec<(String, String, String)>);
+
+impl Unit {
+    fn read() -> Unit {
+        Unit(unit_entries(&read_deploy("rawload.service")))
+    }
+
+    /// Every value of `key` in `[section]`.
+    fn all(&self, section: &str, key: &str) -> Vec<&str> {
+        self.0
             .iter()
             .filter(|(s, k, _)| s == section && k == key)
             .map(|(_, _, v)| v.as_str())
             .collect()
-    };
-    let one = |section: &str, key: &str| -> &str {
-        match all(section, key).as_slice() {
+    }
+
+    /// The value of `key` in `[section]`, which must be set once.
+    fn one(&self, section: &str, key: &str) -> &str {
+        match self.all(section, key).as_slice() {
             [v] => v,
             other => panic!("[{section}] {key}= should be set once, found {other:?}"),
         }
-    };
+    }
+}
 
-    assert_eq!(one("Service", "Type"), "oneshot");
-    assert_eq!(one("Service", "RemainAfterExit"), "yes");
-    assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+#[test]
+fn unit_attaches_on_start_and_detaches_on_stop() {
+    let unit = Unit::read();
+    assert_eq!(unit.one("Service", "Type"), "oneshot");
+    assert_eq!(unit.one("Service", "RemainAfterExit"), "yes");
+    assert_eq!(unit.one("Install", "WantedBy"), "multi-user.target");
 
-    let start = one("Service", "ExecStart");
-    let stop = one("Service", "ExecStop");
+    let start = unit.one("Service", "ExecStart");
+    let stop = unit.one("Service", "ExecStop");
     assert!(
         start.starts_with(&format!("{INSTALLED_BINARY} attach")),
         "{start}"
@@ -218,18 +230,22 @@ fn unit_attaches_on_start_and_detaches_on_stop() {
     );
     assert!(start.ends_with("$RAWLOAD_ARGS"), "{start}");
     assert!(!stop.contains("RAWLOAD_ARGS"), "{stop}");
-    let env = all("Service", "Environment");
+    let env = unit.all("Service", "Environment");
     assert!(
         env.contains(&format!("RAWLOAD_PIN_DIR={DEFAULT_PIN_DIR}").as_str()),
         "Environment= should default RAWLOAD_PIN_DIR to {DEFAULT_PIN_DIR}: {env:?}"
     );
     assert_eq!(
-        one("Service", "EnvironmentFile"),
+        unit.one("Service", "EnvironmentFile"),
         "-/etc/default/rawload",
         "options come from an optional /etc/default/rawload"
     );
+}
 
-    let caps = one("Service", "CapabilityBoundingSet");
+#[test]
+fn unit_has_the_capabilities_and_memlock_attach_needs() {
+    let unit = Unit::read();
+    let caps = unit.one("Service", "CapabilityBoundingSet");
     for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_PERFMON"] {
         assert!(
             caps.split_whitespace().any(|c| c == cap),
@@ -237,17 +253,22 @@ fn unit_attaches_on_start_and_detaches_on_stop() {
         );
     }
     assert_eq!(
-        one("Service", "LimitMEMLOCK"),
+        unit.one("Service", "LimitMEMLOCK"),
         "infinity",
         "kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK"
     );
+}
 
-    // bpffs is optional: ordered after, never required.
-    let after = all("Unit", "After").join(" ");
+/// bpffs is optional: ordered after, never required; and nothing may give
+/// the service a namespace of its own.
+#[test]
+fn unit_keeps_the_host_mount_namespace() {
+    let unit = Unit::read();
+    let after = unit.all("Unit", "After").join(" ");
     assert!(after.split_whitespace().any(|u| u == "sys-fs-bpf.mount"));
     for key in ["Requires", "BindsTo", "Requisite"] {
         assert!(
-            !all("Unit", key).join(" ").contains("sys-fs-bpf.mount"),
+            !unit.all("Unit", key).join(" ").contains("sys-fs-bpf.mount"),
             "{key}=sys-fs-bpf.mount: rawload mounts bpffs itself when it is missing"
         );
     }
@@ -283,7 +304,7 @@ fn unit_attaches_on_start_and_detaches_on_stop() {
         "NetworkNamespacePath",
     ] {
         assert!(
-            all("Service", key).is_empty(),
+            unit.all("Service", key).is_empty(),
             "{key}= would put rawload in its own namespace: a bpffs it mounts and the pins \
              in it would disappear when attach exits (see the comments in the unit)"
         );
@@ -354,8 +375,22 @@ fn strings_at(node: &YamlOwned, path: &[&str]) -> Vec<String> {
     words
 }
 
+/// The DaemonSet's pod template.
+fn daemonset_pod(doc: &YamlOwned) -> &YamlOwned {
+    get(doc, &["spec", "template", "spec"])
+}
+
+/// The DaemonSet's one container.
+fn daemonset_container(pod: &YamlOwned) -> &YamlOwned {
+    let containers = seq_at(pod, &["containers"]);
+    let [c] = containers else {
+        panic!("one container, rawload, expected: {containers:?}");
+    };
+    c
+}
+
 #[test]
-fn daemonset_runs_one_privileged_holding_rawload_per_node() {
+fn daemonset_runs_one_pod_on_every_node() {
     let doc = yaml_document("daemonset.yaml");
     assert_eq!(str_at(&doc, &["apiVersion"]), "apps/v1");
     assert_eq!(str_at(&doc, &["kind"]), "DaemonSet");
@@ -372,7 +407,7 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
         );
     }
 
-    let pod = get(&doc, &["spec", "template", "spec"]);
+    let pod = daemonset_pod(&doc);
     assert!(bool_at(pod, &["hostNetwork"]), "hostNetwork: true");
     let tolerates_all = at(pod, &["tolerations"])
         .and_then(YamlOwned::as_sequence)
@@ -391,11 +426,12 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
         .as_integer()
         .unwrap_or_else(|| panic!("terminationGracePeriodSeconds is a number: {grace:?}"));
     assert!(grace >= 10, "leave detach time after SIGTERM: {grace}s");
+}
 
-    let containers = seq_at(pod, &["containers"]);
-    let [c] = containers else {
-        panic!("one container, rawload, expected: {containers:?}");
-    };
+#[test]
+fn daemonset_container_is_privileged_and_holds_rawload_attached() {
+    let doc = yaml_document("daemonset.yaml");
+    let c = daemonset_container(daemonset_pod(&doc));
     assert!(
         bool_at(c, &["securityContext", "privileged"]),
         "privileged: true"
@@ -423,12 +459,20 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
         !command.contains(&"--single-netns".to_string()),
         "--single-netns is wrong on a node running pods"
     );
-    let cgroup_arg = &command[command.iter().position(|w| w == "--cgroup").unwrap() + 1];
 
     let probe = strings_at(c, &["readinessProbe", "exec", "command"]);
     assert_eq!(probe[0], entrypoint[0]);
     assert!(probe.contains(&"status".to_string()), "{probe:?}");
+}
 
+/// The host's cgroup2 hierarchy and bpffs, mounted where the command
+/// expects them.
+#[test]
+fn daemonset_mounts_the_hosts_cgroups_and_bpffs() {
+    let doc = yaml_document("daemonset.yaml");
+    let pod = daemonset_pod(&doc);
+    let c = daemonset_container(pod);
+    let command = strings_at(c, &["command"]);
     // Volumes by name: hostPath of each.
     let volumes = seq_at(pod, &["volumes"]);
     let host_path_of = |name: &str| -> String {
@@ -449,7 +493,7 @@ fn daemonset_runs_one_privileged_holding_rawload_per_node() {
     let cgroup = mount_of("/sys/fs/cgroup");
     assert_eq!(
         str_at(cgroup, &["mountPath"]),
-        cgroup_arg,
+        &command[command.iter().position(|w| w == "--cgroup").unwrap() + 1],
         "--cgroup must name the mounted host cgroup2 hierarchy"
     );
     assert_ne!(
