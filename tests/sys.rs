@@ -85,19 +85,7 @@ fn per_cpu_values_are_one_slot_per_possible_cpu() {
 #[test]
 fn loaded_programs_are_listed_and_described() {
     common::require_root();
-    // r0 = 1; exit
-    let insns = [
-        Insn {
-            code: 0xb7,
-            regs: 0,
-            off: 0,
-            imm: 1,
-        },
-        Insn {
-            code: 0x95,
-            ..Default::default()
-        },
-    ];
+    let insns = [Insn::mov64_imm(0, 1), Insn::exit()];
     let prog = Program::load("rawload_test", PROGRAM_KINDS[1], &insns, c"GPL", 0).unwrap();
     let (info, map_ids) = sys::prog_info(prog.as_fd()).unwrap();
     assert_eq!(sys::cstr_field(&info.name), "rawload_test");

@@ -4,7 +4,7 @@
 //! each probe loads the smallest program that needs the feature and reports
 //! whether the kernel accepted it (the approach of libbpf's `features.c`).
 
-use rawload_obj::uapi::{AttachType, MapType, ProgType};
+use rawload_obj::uapi::{AttachType, BPF_F_INGRESS, MapType, ProgType, helper};
 use std::ffi::CStr;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,12 +17,6 @@ use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
 use crate::sys::{self, ProgLoadArgs};
 use rawload_obj::insn::Insn;
 use rawload_obj::obj::PROGRAM_KINDS;
-
-/// `BPF_FUNC_get_netns_cookie`.
-const HELPER_GET_NETNS_COOKIE: i32 = 122;
-/// `BPF_FUNC_ktime_get_coarse_ns` (5.11), the same release that moved BPF
-/// memory from RLIMIT_MEMLOCK to memory cgroup accounting (libbpf's probe).
-const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
 
 const GPL: &CStr = c"GPL";
 
@@ -63,8 +57,8 @@ fn loads(prog_type: ProgType, helper: Option<i32>) -> Result<bool, Errno> {
 /// With it, the socket key includes the network namespace, so identical
 /// connections in two namespaces can never be paired.
 pub fn netns_cookie() -> Result<bool, Errno> {
-    Ok(loads(ProgType::SOCK_OPS, Some(HELPER_GET_NETNS_COOKIE))?
-        && loads(ProgType::SK_MSG, Some(HELPER_GET_NETNS_COOKIE))?)
+    Ok(loads(ProgType::SOCK_OPS, Some(helper::GET_NETNS_COOKIE))?
+        && loads(ProgType::SK_MSG, Some(helper::GET_NETNS_COOKIE))?)
 }
 
 /// Whether a program of `prog_type` without helper calls loads: the kernel
@@ -76,7 +70,7 @@ pub fn program_type(prog_type: ProgType) -> Result<bool, Errno> {
 /// Whether BPF memory is charged to memory cgroups (5.11+) rather than to
 /// `RLIMIT_MEMLOCK`.
 pub fn memcg_accounting() -> Result<bool, Errno> {
-    loads(ProgType::SOCKET_FILTER, Some(HELPER_KTIME_GET_COARSE_NS))
+    loads(ProgType::SOCKET_FILTER, Some(helper::KTIME_GET_COARSE_NS))
 }
 
 /// Whether a map of `map_type` with these sizes can be created.
@@ -195,11 +189,6 @@ pub fn fionread_counts_tcp() -> Result<Option<bool>> {
     ))
 }
 
-/// `BPF_FUNC_msg_redirect_map`.
-const HELPER_MSG_REDIRECT_MAP: i32 = 60;
-/// `BPF_F_INGRESS`: into the target's receive queue.
-const BPF_F_INGRESS: i32 = 1;
-
 /// Whether bytes redirected into a socket count in its `sk_rmem_alloc`
 /// ("tcp_bpf: Charge receive socket buffer in bpf_tcp_ingress()", 6.13, in
 /// stable kernels since 6.1.122). Only then can a socket tell its peer how
@@ -225,8 +214,8 @@ pub fn redirect_counts_in_rmem() -> Result<Option<bool>> {
         ld,
         ld_hi,
         Insn::mov64_imm(3, 0),
-        Insn::mov64_imm(4, BPF_F_INGRESS),
-        Insn::call_helper(HELPER_MSG_REDIRECT_MAP),
+        Insn::mov64_imm(4, BPF_F_INGRESS as i32),
+        Insn::call_helper(helper::MSG_REDIRECT_MAP),
         Insn::mov64_imm(0, 1),
         Insn::exit(),
     ];

@@ -20,7 +20,7 @@ const HEADER_SIZE: usize = 24;
 const MAX_DEPTH: usize = 32;
 
 /// `BTF_KIND_*`.
-mod kind {
+pub(crate) mod kind {
     pub const INT: u32 = 1;
     pub const PTR: u32 = 2;
     pub const ARRAY: u32 = 3;
@@ -376,11 +376,11 @@ impl Btf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a BTF blob from raw type records and a string table.
-    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+    pub(crate) fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
         let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_le_bytes());
@@ -399,7 +399,7 @@ mod tests {
         out
     }
 
-    const fn info(kind: u32, vlen: u32) -> u32 {
+    pub(crate) const fn info(kind: u32, vlen: u32) -> u32 {
         (kind << 24) | vlen
     }
 

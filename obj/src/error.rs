@@ -384,7 +384,7 @@ impl fmt::Display for Error {
             Error::Elf { item, .. } => write!(f, "cannot read {item}"),
             Error::UnsupportedSection { section } => write!(
                 f,
-                "program section '{section}' is not supported: rawload loads sockops and sk_msg programs"
+                "program section '{section}' is not supported: rawload loads sockops, sk_msg and sk_skb programs"
             ),
             Error::FunctionBounds {
                 function,
@@ -395,7 +395,7 @@ impl fmt::Display for Error {
                 f,
                 "function '{function}' ({section}+{offset:#x}, {size} bytes) is not whole instructions inside its section"
             ),
-            Error::NoPrograms => write!(f, "the object contains no sockops or sk_msg program"),
+            Error::NoPrograms => write!(f, "the object has no sockops, sk_msg or sk_skb program"),
             Error::LicenseNotTerminated => {
                 write!(f, "the license section is not NUL-terminated")
             }

@@ -141,15 +141,30 @@ fn find_member<'a>(
     id: u32,
     name: &str,
 ) -> Result<Option<(u32, &'a Member)>, BtfError> {
+    find_member_within(btf, id, name, MAX_ANONYMOUS_NESTING)
+}
+
+/// Anonymous structs and unions inside one another deeper than any kernel
+/// nests them: malformed BTF (a cycle) rather than recursion without end.
+const MAX_ANONYMOUS_NESTING: usize = 32;
+
+fn find_member_within<'a>(
+    btf: &'a Btf,
+    id: u32,
+    name: &str,
+    depth: usize,
+) -> Result<Option<(u32, &'a Member)>, BtfError> {
     let Type::Struct { members, .. } = btf.get(id)? else {
         return Ok(None);
     };
+    let below = depth.checked_sub(1).ok_or(BtfError::TooDeep { id })?;
     for m in members {
         if m.name == name {
             return Ok(Some((m.bit_offset, m)));
         }
         if m.name.is_empty() {
-            if let Some((bit, found)) = find_member(btf, btf.skip_mods(m.type_id)?, name)? {
+            let inner = btf.skip_mods(m.type_id)?;
+            if let Some((bit, found)) = find_member_within(btf, inner, name, below)? {
                 let bit = m
                     .bit_offset
                     .checked_add(bit)
@@ -201,6 +216,22 @@ mod tests {
                 size: 4,
                 ..
             }))
+        ));
+    }
+
+    #[test]
+    fn an_anonymous_member_that_contains_itself_is_an_error() {
+        use crate::btf::kind;
+        use crate::btf::tests::{blob, info};
+        // 1: struct s { struct s /* anonymous member */; } (a cycle)
+        let types = [1, info(kind::STRUCT, 1), 4, 0, 1, 0];
+        let btf = Btf::parse(&blob(&types, b"\0s\0")).unwrap();
+        assert!(matches!(
+            resolve(&btf, "s", &["x"], 4),
+            Err(Error::KernelField {
+                problem: KFieldProblem::Btf(BtfError::TooDeep { id: 1 }),
+                ..
+            })
         ));
     }
 }
