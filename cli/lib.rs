@@ -14,6 +14,8 @@
 //! | [`bench`], [`scratch`] | the measured gain (tcp vs rawload vs AF_UNIX); private cgroups and pins |
 //! | [`traffic`], [`json`] | verifiable test traffic; JSON without dependencies |
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod cli;
 pub mod doctor;

@@ -22,6 +22,10 @@
 //! | [`pipeline`] | `attach` and `detach`: the steps in order, each undone if a later one fails |
 //! | [`narrate`]  | `--explain`: the steps and every `bpf(2)` call, as they happen |
 
+// The compiler keeps the promise above: `unsafe` anywhere but `sys` fails
+// the build.
+#![deny(unsafe_code)]
+
 pub mod attach;
 pub mod contract;
 pub mod maps;
@@ -32,5 +36,6 @@ pub mod policy;
 pub mod privileges;
 pub mod probe;
 pub mod programs;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod vmlinux;
