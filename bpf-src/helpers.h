@@ -22,7 +22,7 @@
  * `__uint(type, 18)` becomes `int (*type)[18]`, so the number is recorded in
  * BTF as an array length, and `__type(key, T)` becomes `T *key`, recording
  * the key's type and therefore its size. The loader reads them back from
- * `.BTF` (loader/btf.rs). */
+ * `.BTF` (obj/src/btf.rs). */
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
 

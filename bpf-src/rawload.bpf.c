@@ -107,7 +107,7 @@ struct sock_key {
 };
 
 /* Per-CPU counters; user space sums the CPUs (`rawload status`). The order
- * of the fields is the order of COUNTER_NAMES in loader/status.rs. */
+ * of the fields is the order of COUNTER_NAMES in loader/src/contract.rs. */
 struct counters {
 	__u64 sockets_inserted;
 	__u64 insert_exists;       /* -EEXIST: key already present */

@@ -45,7 +45,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load both programs, attach them and pin them (idempotent)
+    /// Load the programs, attach them and pin them (idempotent)
     Attach(AttachArgs),
     /// Detach and unpin exactly what `attach` added
     Detach(DetachArgs),
@@ -583,8 +583,11 @@ fn detach_cmd(d: DetachArgs) -> Result<ExitCode> {
                 };
                 text.push_str(&format!("  {what} {}\n", cg.display()));
             }
-            if r.sk_msg {
-                text.push_str("  sk_msg detached from the socket map; open connections finish on it, new ones use TCP\n");
+            if !r.socket_map_programs.is_empty() {
+                text.push_str(&format!(
+                    "  {} detached from the socket map; open connections finish on it, new ones use TCP\n",
+                    r.socket_map_programs.join(" and ")
+                ));
             }
             if !r.foreign_entries.is_empty() {
                 text.push_str(&format!(

@@ -186,16 +186,26 @@ fn next_steps(obj: &Object) -> String {
         .ok()
         .and_then(|p| pipeline::socket_map(obj, p).ok())
         .map_or("?".to_string(), |i| obj.maps[i].name.clone());
+    let sk_skb = match obj.optional_program(ProgType::SK_SKB) {
+        Ok(Some(p)) => format!(
+            ", and {} (BPF_SK_SKB_STREAM_VERDICT) where step 1 found FIONREAD blind to TCP bytes",
+            p.name
+        ),
+        _ => String::new(),
+    };
     let insns: usize = obj.programs.iter().map(|p| p.insns.len()).sum();
+    let programs: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
     format!(
         "what `rawload attach` does with it (see `rawload attach --explain`):\n\
-         \x20 1. raise RLIMIT_MEMLOCK; probe bpf_get_netns_cookie (sets .rodata cfg_netns_cookie where present) and\n\
-         \x20    FIONREAD on a socket in a SOCKHASH (sets cfg_stream_bytes, the stream policy, where TCP bytes count)\n\
-         \x20 2. BPF_MAP_CREATE x{maps}; fill global data and the policy maps; BPF_MAP_FREEZE .rodata\n\
-         \x20 3. patch the map fds into the ld_imm64 instructions above; BPF_PROG_LOAD {sock_ops} and {sk_msg} ({insns} instructions, {bytes} bytes)\n\
-         \x20 4. BPF_PROG_ATTACH {sk_msg} to {socket_map} (BPF_SK_MSG_VERDICT)\n\
-         \x20 5. BPF_OBJ_PIN the attach record, both programs and every map under the pin directory\n\
+         \x20 1. probe the kernel: bpf_get_netns_cookie, struct sock's field offsets in /sys/kernel/btf/vmlinux,\n\
+         \x20    whether redirected bytes count in sk_rmem_alloc, whether FIONREAD counts TCP bytes on a socket\n\
+         \x20    in a SOCKHASH; the answers become .rodata constants, the last one decides step 4\n\
+         \x20 2. BPF_MAP_CREATE x{maps}; fill global data; BPF_MAP_FREEZE .rodata; fill the policy maps\n\
+         \x20 3. patch the map fds into the ld_imm64 instructions above; BPF_PROG_LOAD {} ({insns} instructions, {bytes} bytes)\n\
+         \x20 4. BPF_PROG_ATTACH {sk_msg} to {socket_map} (BPF_SK_MSG_VERDICT){sk_skb}\n\
+         \x20 5. BPF_OBJ_PIN the attach record, the programs and every map under the pin directory\n\
          \x20 6. BPF_PROG_ATTACH {sock_ops} to the cgroup (BPF_CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI)",
+        programs.join(", "),
         maps = obj.maps.len(),
         bytes = insns * INSN_SIZE,
     )

@@ -19,7 +19,7 @@
 //! `sys`) that `make` does not build (`cargo build --bin rawload`); `make
 //! conformance` builds it static with the rawload target's flags, and
 //! `make test` and `make kernel-matrix` run it. No `unsafe` here: raw
-//! syscalls live in `loader/sys/`.
+//! syscalls live in `loader/src/sys/`.
 #![forbid(unsafe_code)]
 
 mod cases;

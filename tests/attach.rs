@@ -467,7 +467,7 @@ fn attach_explain_narrates_each_step_and_syscall() {
             .unwrap_or_else(|| panic!("{needle:?} missing from:\n{out}"))
     };
     let steps: Vec<usize> = [
-        "1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9", "10", "11",
+        "1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9a", "10", "11",
     ]
     .iter()
     .map(|n| pos(&format!("\n{n}. ")))

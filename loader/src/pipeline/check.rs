@@ -40,10 +40,13 @@ pub fn check_options(opts: &AttachOptions) -> Result<Plan> {
     let sk_msg = obj.program(ProgType::SK_MSG)?.clone();
     let socket_map = socket_map(&obj, &sk_msg)?;
     narrate!(
-        "2. read {}: programs {} and {}, maps {} (rawload explain shows all of it)",
+        "2. read {}: programs {}, maps {} (rawload explain shows all of it)",
         opts.object,
-        sock_ops.name,
-        sk_msg.name,
+        obj.programs
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         obj.maps
             .iter()
             .map(|m| m.name.as_str())

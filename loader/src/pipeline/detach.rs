@@ -63,7 +63,7 @@ pub(crate) fn detach_dir(dir: &PinDir, cgroup_arg: Option<&Path>) -> Result<Deta
             None => out.cgroup_gone = true,
         }
     }
-    out.sk_msg = detach_socket_map_programs(dir)?;
+    out.socket_map_programs = detach_socket_map_programs(dir)?;
     out.foreign_entries = dir.clear()?;
     Ok(out)
 }
@@ -96,20 +96,24 @@ fn recorded_cgroup(
 }
 
 /// Detaches the pinned sk_msg (and sk_skb) programs from the pinned socket
-/// maps; true if sk_msg was attached.
-fn detach_socket_map_programs(dir: &PinDir) -> Result<bool> {
-    let mut sk_msg = false;
+/// maps; returns the program types that were attached.
+fn detach_socket_map_programs(dir: &PinDir) -> Result<Vec<&'static str>> {
+    let mut detached = Vec::new();
     for (pin, attach_type) in SOCKET_MAP_PROGRAM_PINS {
         let Some(prog) = dir.get(pin)? else { continue };
         for name in dir.our_pins()?.iter().filter(|n| n.starts_with("map_")) {
             let Some(fd) = dir.get(name)? else { continue };
             let map = Map::from_fd(fd)?;
-            if map.is_socket_map() {
-                let detached =
-                    attach::detach_from_socket_map(map.as_fd(), prog.as_fd(), attach_type)?;
-                sk_msg |= detached && pin == SK_MSG_PIN;
+            if map.is_socket_map()
+                && attach::detach_from_socket_map(map.as_fd(), prog.as_fd(), attach_type)?
+            {
+                detached.push(if pin == SK_MSG_PIN {
+                    "sk_msg"
+                } else {
+                    "sk_skb"
+                });
             }
         }
     }
-    Ok(sk_msg)
+    Ok(detached)
 }

@@ -93,13 +93,15 @@ impl Programs {
 pub fn load_programs(plan: &Plan, maps: &[Map], config: &Config) -> Result<Programs> {
     let fds: Vec<RawFd> = maps.iter().map(Map::raw_fd).collect();
     let load = |step: &str, spec: &ProgramSpec| load_program(&plan.obj, &fds, step, spec);
+    let sock_ops = load("8a", &plan.sock_ops)?;
+    let sk_msg = load("8b", &plan.sk_msg)?;
     let sk_skb = match plan.obj.optional_program(ProgType::SK_SKB)? {
         Some(spec) if config.fionread.attached() => Some(load("8c", spec)?),
         _ => None,
     };
     let programs = Programs {
-        sock_ops: load("8a", &plan.sock_ops)?,
-        sk_msg: load("8b", &plan.sk_msg)?,
+        sock_ops,
+        sk_msg,
         sk_skb,
     };
     kill_point("programs-loaded");
@@ -148,10 +150,10 @@ pub fn attach_and_pin(
 ) -> Result<()> {
     let socket_map = &maps[plan.socket_map];
     let mut attached = Vec::new();
-    for (prog, _) in programs.on_socket_map() {
+    for ((prog, _), step) in programs.on_socket_map().zip(["9a", "9b"]) {
         let attach_type = prog.kind.expected_attach_type;
         narrate!(
-            "9. attach {} to {} ({}), before sockets can enter the map: they copy its programs then",
+            "{step}. attach {} to {} ({}), before sockets can enter the map: they copy its programs then",
             prog.name,
             socket_map.meta().name,
             attach_type.name()

@@ -245,8 +245,9 @@ pub struct Detached {
     pub cgroup: Option<PathBuf>,
     /// sock_ops was attached to the cgroup and is now detached.
     pub sock_ops: bool,
-    /// sk_msg was attached to the socket map and is now detached.
-    pub sk_msg: bool,
+    /// The programs detached from the socket map (`BPF_SK_MSG_VERDICT`,
+    /// `BPF_SK_SKB_STREAM_VERDICT`), by program type: "sk_msg", "sk_skb".
+    pub socket_map_programs: Vec<&'static str>,
     /// The recorded cgroup no longer exists (its attachment went with it).
     pub cgroup_gone: bool,
     /// Entries in the pin directory that rawload did not create.
