@@ -424,6 +424,7 @@ pub fn to_json(s: Option<&Status>, pin_dir: &Path, others: &[(u32, String)]) -> 
                 ("attached", p.attached.into()),
                 ("loaded_secs_ago", p.loaded_secs_ago.into()),
                 ("run_cnt", p.run_cnt.into()),
+                ("run_time_ns", p.run_time_ns.into()),
             ])
         })
         .collect();

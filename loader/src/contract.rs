@@ -46,7 +46,7 @@ pub mod global {
 }
 
 /// The fields of `struct counters`, in order.
-pub const COUNTER_NAMES: [&str; 21] = [
+pub const COUNTER_NAMES: [&str; 23] = [
     "sockets_inserted",
     "insert_exists",
     "insert_full",
@@ -68,6 +68,8 @@ pub const COUNTER_NAMES: [&str; 21] = [
     "left_peer_gone",
     "left_tcp",
     "state_missing",
+    "oneway_to_tcp",
+    "follow_to_tcp",
 ];
 
 /// Holds an object to the contract where it takes part in it: a counters
