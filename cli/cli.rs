@@ -60,7 +60,8 @@ enum Command {
     Doctor,
     /// Prove in a private cgroup that bytes are redirected and intact, then detach
     Selftest(SelftestArgs),
-    /// Measure the gain on this host: loopback TCP vs rawload vs AF_UNIX
+    /// Measure the gain on this host: loopback TCP vs rawload vs a seed-style
+    /// program vs AF_UNIX
     Bench(BenchArgs),
     /// One bench measurement in a worker process (used by `bench`)
     #[command(hide = true)]
@@ -182,29 +183,49 @@ struct SelftestArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// A short run (under 30 seconds) instead of the full one (a few minutes)
+    /// A short run: 2 rounds of 0.3 s (0.2 s with --sweep), under a minute
     #[arg(long)]
     quick: bool,
-    /// Rounds per mode [default: 5, or 2 with --quick]
+    /// One-way bulk and ping-pong (1 connection) at each write size from 1 B
+    /// to 1 MiB (1, 16, 64, 256 B, 1, 4, 16, 64, 256 KiB, 1 MiB) instead of
+    /// the 7 default workloads
+    #[arg(long, conflicts_with = "workloads")]
+    sweep: bool,
+    /// With --sweep: only these sizes, e.g. 1,64K,1M
+    #[arg(long, value_delimiter = ',', value_parser = parse_write_size, requires = "sweep")]
+    sizes: Vec<usize>,
+    /// Rounds per mode [default: 5, 9 with --unpinned, 2 with --quick]
     #[arg(long)]
     rounds: Option<usize>,
-    /// Seconds per measurement [default: 2, or 0.3 with --quick]
+    /// Seconds per measurement [default: 2, 1 with --sweep; 0.3, 0.2 with --quick]
     #[arg(long)]
     seconds: Option<f64>,
     /// CPUs for client and server, e.g. 0 (default: both on CPU 0) or 0,1
     #[arg(long, value_delimiter = ',', default_value = "0")]
     cpus: Vec<usize>,
+    /// No CPU affinity at all: the scheduler places client and server, as it
+    /// does for applications; 9 rounds, and the tables show the spread
+    #[arg(long, conflicts_with = "cpus")]
+    unpinned: bool,
     /// Only these workloads, e.g. bulk:1024,pingpong:64:1
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<Workload>,
     /// Also write every sample as JSON
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Also draw the ratios as an SVG chart
+    /// Also draw the ratios as an SVG chart (curves over write size with --sweep)
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
     #[command(flatten)]
     stream: StreamBytesArg,
+}
+
+/// A sweep size: 1 byte to 64 MiB (a worker holds one write in memory).
+fn parse_write_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n @ 1..=0x400_0000 => Ok(n as usize),
+        _ => Err(format!("'{s}' is not a write size from 1 to 64M")),
+    }
 }
 
 #[derive(Args)]
@@ -217,6 +238,7 @@ struct BenchWorkerArgs {
     duration_ms: u64,
     #[arg(long)]
     cgroup: PathBuf,
+    /// None: the worker keeps the affinity it inherited (`bench --unpinned`)
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
 }
@@ -450,16 +472,21 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
-    let mut opts = BenchOptions::new(a.quick);
+    let mut opts = BenchOptions::new(a.quick, a.sweep, !a.unpinned);
     if let Some(r) = a.rounds {
         opts.rounds = r.max(1);
     }
     if let Some(s) = a.seconds {
         opts.duration = Duration::from_secs_f64(s.clamp(0.05, 60.0));
     }
-    opts.cpus = a.cpus;
+    if !a.unpinned {
+        opts.cpus = a.cpus;
+    }
     if !a.workloads.is_empty() {
         opts.workloads = a.workloads;
+    }
+    if !a.sizes.is_empty() {
+        opts.workloads = bench::sweep_workloads(&a.sizes);
     }
     opts.stream_bytes = a.stream.stream_bytes;
     let summary = bench::run(&opts, &mut std::io::stderr())?;

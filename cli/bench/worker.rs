@@ -40,6 +40,7 @@ fn connect_pairs(transport: Transport, conns: usize) -> Result<Vec<Ends>> {
     let mut pairs: Vec<Ends> = Vec::new();
     match transport {
         Transport::Tcp => {
+            // 127.0.0.1, never ::1: the seed mode's object redirects IPv4 only.
             let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
                 .context("listening on 127.0.0.1")?;
             let addr = listener.local_addr()?;

@@ -31,6 +31,13 @@ pub enum ObjectSource {
         debug: bool,
     },
     File(PathBuf),
+    /// An object compiled into the calling program, shown as `name`: `rawload
+    /// bench` loads the seed-style fixture this way, through the same
+    /// checks as `--object FILE`, without a file to write and clean up.
+    Static {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
 }
 
 impl ObjectSource {
@@ -42,6 +49,7 @@ impl ObjectSource {
                 std::fs::read(path)
                     .with_context(|| format!("reading object {}", path.display()))?,
             ),
+            ObjectSource::Static { bytes, .. } => Cow::Borrowed(*bytes),
         })
     }
 
@@ -60,6 +68,7 @@ impl fmt::Display for ObjectSource {
                 f.write_str("the embedded debug object (prebuilt/rawload-debug.bpf.o)")
             }
             ObjectSource::File(p) => write!(f, "object {}", p.display()),
+            ObjectSource::Static { name, .. } => write!(f, "the embedded object {name}"),
         }
     }
 }
