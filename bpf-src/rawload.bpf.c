@@ -45,6 +45,9 @@ char LICENSE[] SEC("license") = "GPL";
  * without bpf_get_netns_cookie never even checks the call below.
  */
 const volatile __u32 cfg_netns_cookie = 0; /* 1: key includes the netns cookie */
+/* 1: sockets in different namespaces pair when rawload_owners proves both
+ * addresses (needs cfg_netns_cookie). See "Across namespaces". */
+const volatile __u32 cfg_cross_netns = 0;
 const volatile __u32 cfg_port_allow = 0;   /* 1: only connections with a port in allow */
 const volatile __u32 cfg_port_deny = 0;    /* 1: never connections with a port in deny */
 /* The most bytes a socket may redirect that its peer has not read yet
@@ -90,9 +93,10 @@ const volatile struct kfield kfield_tcp_sock__copied_seq = { .width = 4 };
 #define SOCK_SNDBUF_LOCK 1
 #define SOCK_RCVBUF_LOCK 2
 
-/* The mark of the loader's own probe sockets (SO_MARK): never accelerated,
- * so that a rawload attachment above the prober cannot change the answer. */
-#define RAWLOAD_PROBE_MARK 0x72617770
+/* The priority of the loader's own probe sockets (SO_PRIORITY; PROBE_PRIORITY
+ * in loader/src/probe.rs): never accelerated, so that a rawload attachment
+ * above the prober cannot change the answer. */
+#define RAWLOAD_PROBE_PRIORITY 0x72617770
 
 /*
  * The key of one socket: the connection seen from that socket. Addresses are
@@ -135,6 +139,8 @@ struct counters {
 	__u64 state_missing;       /* a send of a socket in the map without its state (it left during a long sendmsg, or the map was full): TCP */
 	__u64 oneway_to_tcp;       /* sockets that sent a long run of small messages their peer never answered: TCP from then on */
 	__u64 follow_to_tcp;       /* sockets whose peer took TCP: TCP from then on, so both can leave the map */
+	__u64 skipped_netns;       /* the peer's address belongs to another namespace, this socket's address is not provably its own */
+	__u64 joined_netns;        /* sockets that joined to pair with a peer in another namespace */
 };
 
 struct {
@@ -158,6 +164,40 @@ struct {
 	__type(key, __u32[4]);
 	__type(value, __u8);
 } rawload_addrs SEC(".maps");
+
+/*
+ * Across namespaces. The key's netns cookie keeps sockets of different
+ * namespaces apart: identical addresses and ports in two isolated
+ * namespaces (two containers that both hold 10.0.0.2) are two different
+ * connections. Two namespaces connected through this host (veth ports of
+ * one bridge, docker0, cni0, podman0) are a different matter: their
+ * sockets are two ends of one connection, and pairing them bypasses the
+ * veths and the bridge.
+ *
+ * rawload_owners maps an address to the one namespace that holds it, for
+ * the addresses the loader proved unique on this host and connected (held
+ * by exactly one namespace it knows of: the host's, or one whose veth is a
+ * port of a host bridge). A socket in namespace N from local address A to
+ * remote address R pairs across namespaces only when owner(A) is N and
+ * owner(R) is another namespace M: its peer is then the socket of M with
+ * the swapped addresses and ports, and M's socket, by the same rule,
+ * finds it. No other socket can hold either key: a namespace holds a
+ * 4-tuple at most once, and A and R have one owner each. Both sockets
+ * reached ESTABLISHED through the real path (bridge, routing, netfilter),
+ * so a connection the host's firewall refuses never pairs.
+ *
+ * The map may lag behind containers that come and go: an address it does
+ * not know takes the rules without it (a remote address of another
+ * namespace is not on this host: TCP), a stale owner makes the check fail
+ * (the new holder's cookie differs: netns cookies are never reused).
+ * Either way the connection keeps plain TCP, for its whole life.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32[4]); /* IPv6 form, network byte order */
+	__type(value, __u64);  /* the netns cookie of the namespace holding it */
+} rawload_owners SEC(".maps");
 
 /* --ports and --exclude-ports as bitmaps: bit p of allow (deny) set = port p
  * listed. A connection is accelerated if one of its ports is allowed (when
@@ -267,6 +307,7 @@ struct sock_state {
 	__u32 run_msgs;        /* messages redirected since its peer last sent (One-way runs) */
 	__u64 run_bytes;       /* their bytes */
 	__u64 run_peer_sent;   /* its peer's `sent` when the run began */
+	__u64 peer_netns;      /* the netns cookie in its peer's key (Across namespaces) */
 };
 
 struct {
@@ -367,10 +408,12 @@ static __attribute__((noinline)) int ports_accelerated(__u32 local, __u32 remote
 	return 1;
 }
 
-/* The peer's key: the same connection seen from the other end. */
-static __always_inline void swap_key(struct sock_key *peer, const struct sock_key *own)
+/* The peer's key: the same connection seen from the other end, in the
+ * peer's namespace. */
+static __always_inline void swap_key(struct sock_key *peer, const struct sock_key *own,
+				     __u64 peer_netns)
 {
-	peer->netns = own->netns;
+	peer->netns = peer_netns;
 	peer->local_ip[0] = own->remote_ip[0];
 	peer->local_ip[1] = own->remote_ip[1];
 	peer->local_ip[2] = own->remote_ip[2];
@@ -494,6 +537,34 @@ static __always_inline void drop_client(struct counters *c, struct sock_key *cli
 	bpf_map_delete_elem(&rawload_conns, client);
 }
 
+/* Whether the peer of this socket can be on this host and, if so, the
+ * netns cookie of its key: another namespace's when rawload_owners proves
+ * both addresses (Across namespaces), else this socket's own. */
+static __always_inline int find_peer(struct counters *c, const struct sock_key *key,
+				     __u64 *peer_netns)
+{
+	__u64 *remote, *local;
+
+	*peer_netns = key->netns;
+	remote = cfg_cross_netns ? bpf_map_lookup_elem(&rawload_owners, key->remote_ip) : 0;
+	if (remote && *remote != key->netns) {
+		local = bpf_map_lookup_elem(&rawload_owners, key->local_ip);
+		if (!local || *local != key->netns) {
+			COUNT(c, skipped_netns, 1);
+			return 0;
+		}
+		*peer_netns = *remote;
+		return 1;
+	}
+	/* Same host: an address of its own namespace, loopback, or one of
+	 * the host's. */
+	if (!remote && !is_same_host(key->remote_ip)) {
+		COUNT(c, skipped_remote, 1);
+		return 0;
+	}
+	return 1;
+}
+
 /* The peer is in the map, redirecting, and has not missed us. */
 static __always_inline int peer_redirects(const struct sock_state *peer)
 {
@@ -508,15 +579,13 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 	struct counters *c = stats();
 	struct bpf_sock *sk = skops->sk;
 	struct sock_key peer = {};
+	__u64 peer_netns;
 	long err;
 
-	if (sk && sk->mark == RAWLOAD_PROBE_MARK)
+	if (sk && sk->priority == RAWLOAD_PROBE_PRIORITY)
 		return 1;
-	/* Same host: the peer is a loopback address or one of ours. */
-	if (!is_same_host(key->remote_ip)) {
-		COUNT(c, skipped_remote, 1);
+	if (!find_peer(c, key, &peer_netns))
 		return 1;
-	}
 	if ((cfg_port_allow || cfg_port_deny) &&
 	    !ports_accelerated(key->local_port, key->remote_port)) {
 		COUNT(c, skipped_port, 1);
@@ -529,7 +598,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 		return 1;
 	}
 
-	swap_key(&peer, key);
+	swap_key(&peer, key, peer_netns);
 	/* The server side joins only if its client is in the map and has not
 	 * sent through TCP yet; otherwise both stay on TCP, and a client that
 	 * is in the map alone is taken out. */
@@ -546,6 +615,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 		report(&fresh, 0, kernel_sock(sk));
 		fresh.cb_flags = wanted & ~skops->bpf_sock_ops_cb_flags;
 		fresh.joined_seq = skops->rcv_nxt;
+		fresh.peer_netns = peer_netns;
 		if (bpf_map_update_elem(&rawload_conns, key, &fresh, BPF_ANY) != 0) {
 			bpf_map_delete_elem(&rawload_socks, key);
 			err = -12; /* no room for its state: as if the map were full */
@@ -580,6 +650,8 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 		return 1;
 	}
 	COUNT(c, sockets_inserted, 1);
+	if (peer_netns != key->netns)
+		COUNT(c, joined_netns, 1);
 	trace("insert %d->%d\n", key->local_port, key->remote_port);
 	return 1;
 }
@@ -598,7 +670,7 @@ static __always_inline int on_transmit(struct bpf_sock_ops *skops, struct sock_k
 
 	if (!own) /* not ours (another program asked for these callbacks) */
 		return 1;
-	swap_key(&peer_key, key);
+	swap_key(&peer_key, key, own->peer_netns);
 	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
 	report(own, peer, tp);
 
@@ -690,7 +762,7 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 		COUNT(c, state_missing, 1);
 		return SK_PASS;
 	}
-	swap_key(&peer_key, &own_key);
+	swap_key(&peer_key, &own_key, own->peer_netns);
 	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
 	tp = kernel_sock(msg->sk);
 	/* Whichever path these bytes take, tell the peer what waits here. */

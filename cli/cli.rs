@@ -23,9 +23,11 @@ use crate::status;
 use crate::trace;
 use crate::traffic::{self, Pattern, PeerConfig, Reader, RecvMode, SendMode};
 use rawload_loader::attach;
+use rawload_loader::hostnet::{self, Cidr, Synced};
 use rawload_loader::pin::DEFAULT_PIN_DIR;
 use rawload_loader::pipeline::{
-    self, AttachOptions, AttachOutcome, Attached, DetachOutcome, NetnsKeys, ObjectSource,
+    self, AttachOptions, AttachOutcome, Attached, CrossNetns, DetachOutcome, NetnsKeys,
+    ObjectSource,
 };
 use rawload_loader::policy::PortSet;
 use rawload_loader::probe::Memlock;
@@ -49,6 +51,9 @@ enum Command {
     Attach(AttachArgs),
     /// Detach and unpin exactly what `attach` added
     Detach(DetachArgs),
+    /// Scan the host's network namespaces again and update which addresses
+    /// pair across them (what `attach --hold` does every few seconds)
+    Refresh(RefreshArgs),
     /// Show what is attached: programs, maps, sockets, counters (exit 0 when
     /// fully attached, 3 when not, so it can serve as a health check)
     Status(StatusArgs),
@@ -108,13 +113,37 @@ struct AttachArgs {
     /// anyway, because every process in the cgroup shares one namespace
     #[arg(long)]
     single_netns: bool,
-    /// Stay in the foreground after attaching; detach on SIGTERM, SIGINT or
-    /// SIGHUP (for containers and systemd Type=simple)
+    /// Never pair sockets of different network namespaces (containers on
+    /// one bridge, a container and the host)
+    #[arg(long)]
+    no_cross_netns: bool,
+    #[command(flatten)]
+    connected: ConnectedArg,
+    /// Stay in the foreground after attaching, keeping the namespaces'
+    /// addresses current; detach on SIGTERM, SIGINT or SIGHUP (for
+    /// containers and systemd Type=simple)
     #[arg(long)]
     hold: bool,
     /// Narrate each step: every bpf() command, its fields and the answer
     #[arg(long)]
     explain: bool,
+}
+
+#[derive(Args)]
+struct ConnectedArg {
+    /// Routed pod networks without a bridge (Calico and the like): veths
+    /// from the host into this range connect their namespaces, e.g.
+    /// 10.244.0.0/16 (repeatable)
+    #[arg(long, value_name = "CIDR")]
+    connected: Vec<Cidr>,
+}
+
+#[derive(Args)]
+struct RefreshArgs {
+    #[command(flatten)]
+    pin: PinDirArg,
+    #[command(flatten)]
+    connected: ConnectedArg,
 }
 
 #[derive(Args)]
@@ -421,6 +450,11 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Attach(a) => attach_cmd(a),
         Command::Detach(d) => detach_cmd(d),
+        Command::Refresh(r) => {
+            let synced = hostnet::refresh(&r.pin.pin_dir, &r.connected.connected)?;
+            out(&synced_text("rawload: ", &synced))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(s) => status_cmd(s),
         Command::Trace(t) => {
             let mut stdout = std::io::stdout();
@@ -523,6 +557,8 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         max_sockets: a.max_sockets,
         single_netns: a.single_netns,
         stream_bytes: a.stream.stream_bytes,
+        cross_netns: !a.no_cross_netns,
+        connected: a.connected.connected.clone(),
     };
     if a.hold {
         // From before the attach: a SIGTERM while it runs stays pending
@@ -538,12 +574,57 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         AttachOutcome::Attached(at) => out(&attached_text(&at, &opts))?,
     }
     if a.hold {
-        let signal = rawload_loader::privileges::wait_for_stop_signal()?;
+        let signal = hold(&opts)?;
         out(&format!("rawload: {signal}: detaching\n"))?;
         pipeline::detach(&opts.pin_dir, Some(&opts.cgroup))?;
         out("rawload: detached\n")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `attach --hold`: waits for a stop signal, keeping `rawload_owners`
+/// current where namespaces pair.
+fn hold(opts: &AttachOptions) -> Result<nix::sys::signal::Signal> {
+    if !opts.cross_netns || hostnet::owners_map(&opts.pin_dir)?.is_none() {
+        return rawload_loader::privileges::wait_for_stop_signal();
+    }
+    let mut last = None;
+    hostnet::hold(&opts.pin_dir, &opts.connected, |synced| match synced {
+        Ok(s) if s.added + s.removed > 0 || last.as_ref() != Some(&s.owners) => {
+            let _ = out(&synced_text("rawload: ", &s));
+            last = Some(s.owners);
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("rawload: scanning the network namespaces: {e:#}"),
+    })
+}
+
+/// The addresses that pair across namespaces, after a scan: a heading
+/// line starting with `head`, then one line per address.
+fn synced_text(head: &str, s: &Synced) -> String {
+    let mut text = format!(
+        "{head}{} addresses pair across namespaces (+{} -{})\n",
+        s.owners.owned.len(),
+        s.added,
+        s.removed
+    );
+    let indent = " ".repeat(head.len() + 2);
+    for o in &s.owners.owned {
+        text.push_str(&format!("{indent}{:<26} {}\n", o.ip.to_string(), o.holder));
+    }
+    for (ip, n) in &s.owners.shared {
+        text.push_str(&format!(
+            "{indent}{:<26} not paired: held by {n} namespaces, whose connections stay apart\n",
+            ip.to_string()
+        ));
+    }
+    if s.dropped > 0 {
+        text.push_str(&format!(
+            "{indent}{} more did not fit rawload_owners: their connections keep TCP\n",
+            s.dropped
+        ));
+    }
+    text
 }
 
 /// What `attach` says when it attached: where, what, and each decision it
@@ -568,6 +649,12 @@ fn attached_text(at: &Attached, opts: &AttachOptions) -> String {
         }
         NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
     });
+    match (at.cross_netns, &at.owners) {
+        (CrossNetns::On, Some(s)) => text.push_str(&synced_text("  ", s)),
+        (CrossNetns::Off, _) => text.push_str("  sockets of different namespaces never pair (--no-cross-netns)\n"),
+        (CrossNetns::NoNetnsKeys, _) => text.push_str("  sockets of different namespaces never pair: without netns cookies (< 5.15) no socket's namespace is known\n"),
+        _ => {}
+    }
     let memlock = match at.memlock {
         Memlock::Refused(e) => Some(format!(
             "note: could not raise RLIMIT_MEMLOCK ({}); harmless on Linux 5.11+",

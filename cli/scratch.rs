@@ -77,6 +77,8 @@ pub fn attach_private(
         max_sockets: None,
         single_netns: true,
         stream_bytes,
+        cross_netns: false,
+        connected: Vec::new(),
     })? {
         AttachOutcome::Attached(at) => Ok(at),
         AttachOutcome::AlreadyAttached { .. } => {

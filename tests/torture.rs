@@ -1275,7 +1275,8 @@ fn s12_dnat_in_a_namespace(env: &TestEnv, netns: &Netns) {
 }
 
 /// A client in another namespace connects to an address of this host (a
-/// pod to its node's IP): the server's end sees a remote peer.
+/// pod to its node's IP) over a veth that is no bridge port: neither end
+/// can prove the other's namespace, so neither joins the map.
 fn s12_client_in_another_namespace(env: &TestEnv, netns: &Netns) {
     let before = env.counters();
     let client: Vec<&str> = ["--netns", netns.0.as_str(), "--bytes", "1M"]
@@ -1293,20 +1294,462 @@ fn s12_client_in_another_namespace(env: &TestEnv, netns: &Netns) {
     );
     assert_eq!(
         delta(&before, &after, "sockets_inserted"),
-        1,
-        "netns: only the client joined"
+        0,
+        "netns: nothing joined"
     );
     assert_eq!(
-        delta(&before, &after, "left_unpaired"),
+        delta(&before, &after, "skipped_netns"),
         1,
-        "netns: the client left"
+        "netns: the client's address is not provably its own"
     );
     report(
         "12-half-states",
         format!(
-            "client in another namespace -> this host's {S12_HOST} address: 1 MiB each way intact, the client left the map"
+            "client in another namespace (a veth, no bridge) -> this host's {S12_HOST} address: 1 MiB each way intact, neither end joined"
         ),
     );
+}
+
+/// Scenario 14's containers: bridge addresses the test chose.
+const S14_A: &str = "10.213.14.2";
+const S14_B: &str = "10.213.14.3";
+const S14_E: &str = "10.213.14.4";
+
+/// Scenario 14: containers on one host. Two namespaces on ports of a host
+/// bridge pair across namespaces (the veth carries only the handshakes);
+/// the same addresses and ports in two isolated namespaces never pair and
+/// never see each other's bytes; a namespace that appears after `attach
+/// --hold` is learned and paired.
+#[test]
+fn s14_containers_on_a_bridge() {
+    let bridge = Bridge::new();
+    let (a, b) = (Netns::new("s14a"), Netns::new("s14b"));
+    let port_a = bridge.port(1, &a, &format!("{S14_A}/24"));
+    let _port_b = bridge.port(2, &b, &format!("{S14_B}/24"));
+    let env = TestEnv::new("s14");
+    let bytes = scale(8 * MIB, 64 * MIB);
+    let plain = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
+    assert!(
+        plain.1 >= 2 * bytes,
+        "plain TCP: the payload crossed the veth ({} B)",
+        plain.1
+    );
+    ok(env.attach(&[]));
+    let paired = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
+    s14_assert_paired("two namespaces on a bridge", &paired, bytes, 2 * bytes);
+    s14_isolated_twins(&env, &a, &b, &port_a, bytes);
+    let after_twins = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
+    s14_assert_paired("after the twins went", &after_twins, bytes, 2 * bytes);
+    report(
+        "14-containers",
+        format!(
+            "{} MiB each way between two namespaces on a bridge: {} B crossed the veth with plain TCP, {} B with rawload",
+            bytes / MIB,
+            plain.1,
+            paired.1
+        ),
+    );
+    finish(&env);
+    s14_hold_learns_a_new_namespace(&env, &bridge, &a, bytes);
+}
+
+/// A transfer from a client in `client_ns` to a server in `server_ns` on
+/// `host`: the transfer, what crossed `veth`, what was redirected.
+fn s14_bridged_pair(
+    env: &TestEnv,
+    server_ns: &Netns,
+    client_ns: &Netns,
+    host: &str,
+    bytes: u64,
+    veth: &Veth,
+) -> (Transfer, u64, u64) {
+    let (before, wire) = (counters_if_attached(env), veth.bytes());
+    let size = bytes.to_string();
+    let t = pair_at(
+        env,
+        &format!("{host}:0"),
+        (host, None),
+        &["--netns", &server_ns.0, "--bytes", &size],
+        &["--netns", &client_ns.0, "--bytes", &size],
+    );
+    assert_intact(&t);
+    let redirected = counters_if_attached(env)
+        .get("bytes_redirected")
+        .map_or(0, |after| {
+            after - before.get("bytes_redirected").copied().unwrap_or(0)
+        });
+    (t, veth.bytes() - wire, redirected)
+}
+
+/// The counters, or none before the attach.
+fn counters_if_attached(env: &TestEnv) -> BTreeMap<String, u64> {
+    match env.pin_dir.exists() {
+        true => env.counters(),
+        false => BTreeMap::new(),
+    }
+}
+
+/// Every byte was redirected, and the veth carried no more than the
+/// handshakes and teardowns (well under 16 KiB).
+fn s14_assert_paired(
+    what: &str,
+    (t, wire, redirected): &(Transfer, u64, u64),
+    bytes: u64,
+    payload: u64,
+) {
+    assert!(t.payload >= payload, "{what}: {bytes} B each way");
+    assert_eq!(*redirected, t.payload, "{what}: every byte redirected");
+    assert!(*wire < 16 * 1024, "{what}: {wire} B crossed the veth");
+}
+
+/// Two isolated namespaces hold the bridged namespaces' addresses on a wire
+/// of their own: after a refresh the addresses are nobody's, and the same
+/// connection (addresses and ports) in both pairs at once stays apart, on
+/// TCP, each end receiving only its own stream.
+fn s14_isolated_twins(env: &TestEnv, a: &Netns, b: &Netns, port_a: &Veth, bytes: u64) {
+    let (c, d) = (Netns::new("s14c"), Netns::new("s14d"));
+    wire(&c, &format!("{S14_A}/24"), &d, &format!("{S14_B}/24"));
+    let refreshed = ok(rawload(&["refresh", "--pin-dir", &env.pin_arg()]));
+    for ip in [S14_A, S14_B] {
+        assert!(
+            refreshed.contains(&format!("{ip} ")) && refreshed.contains("held by 2 namespaces"),
+            "refresh did not see {ip} twice:\n{refreshed}"
+        );
+    }
+    let (port, client_port) = (free_port(), free_port());
+    let (listen, bind) = (format!("{S14_A}:{port}"), format!("{S14_B}:{client_port}"));
+    let size = bytes.to_string();
+    let before = env.counters();
+    let wire_before = port_a.bytes();
+    let run = |server: &Netns, client: &Netns, seed: &str| {
+        let own = |args: &[&str]| args.iter().map(|s| s.to_string()).collect();
+        Pair {
+            exe: Path::new(RAWLOAD),
+            server_cgroup: &env.cgroup,
+            client_cgroup: &env.cgroup,
+            listen: &listen,
+            connect_host: S14_A,
+            connect_port: None,
+            server_args: own(&["--netns", &server.0, "--bytes", &size, "--seed", seed]),
+            client_args: own(&[
+                "--netns", &client.0, "--bytes", &size, "--seed", seed, "--bind", &bind,
+            ]),
+            limit: Duration::from_secs(120),
+        }
+        .run()
+        .unwrap()
+    };
+    let (bridged, twins) = std::thread::scope(|s| {
+        let bridged = s.spawn(|| run(a, b, "1"));
+        let twins = s.spawn(|| run(&c, &d, "2"));
+        (bridged.join().unwrap(), twins.join().unwrap())
+    });
+    let after = env.counters();
+    for (name, t) in [("bridged", &bridged), ("twins", &twins)] {
+        assert_intact(t);
+        assert_eq!(
+            t.server["recv_ids"], t.client["sent_ids"],
+            "{name} received foreign streams"
+        );
+        assert_eq!(
+            t.client["recv_ids"], t.server["sent_ids"],
+            "{name} received foreign streams"
+        );
+    }
+    assert_ne!(bridged.client["sent_ids"], twins.client["sent_ids"]);
+    assert_eq!(
+        delta(&before, &after, "bytes_redirected"),
+        0,
+        "twins: nothing redirected"
+    );
+    assert_eq!(
+        delta(&before, &after, "joined_netns"),
+        0,
+        "twins: nothing paired across namespaces"
+    );
+    assert!(
+        port_a.bytes() - wire_before >= 2 * bytes,
+        "the bridged pair took TCP through the bridge"
+    );
+    report(
+        "14-containers",
+        format!(
+            "{listen} <- {bind} in a bridged pair and in an isolated pair holding the same addresses, at once: each received only its own stream, 0 B redirected"
+        ),
+    );
+    drop((c, d));
+    let refreshed = ok(rawload(&["refresh", "--pin-dir", &env.pin_arg()]));
+    assert!(
+        !refreshed.contains("held by 2"),
+        "the twins are gone:\n{refreshed}"
+    );
+}
+
+/// `attach --hold` learns a namespace plugged into the bridge after it
+/// attached, pairs it, and detaches on SIGTERM.
+fn s14_hold_learns_a_new_namespace(env: &TestEnv, bridge: &Bridge, a: &Netns, bytes: u64) {
+    let (cgroup, pin) = (env.cgroup_arg(), env.pin_arg());
+    let mut hold = Command::new(RAWLOAD)
+        .args([
+            "attach",
+            "--hold",
+            "--stream-bytes",
+            "0",
+            "--cgroup",
+            &cgroup,
+            "--pin-dir",
+            &pin,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("rawload attach --hold");
+    let stop = |hold: &mut std::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(hold.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    let attached = wait_until(Duration::from_secs(30), || {
+        rawload(&["status", "--pin-dir", &pin]).status.success()
+    });
+    let e = Netns::new("s14e");
+    let port_e = bridge.port(3, &e, &format!("{S14_E}/24"));
+    let learned = attached && wait_until(Duration::from_secs(15), || owners_hold(env, S14_E));
+    let paired = learned.then(|| s14_bridged_pair(env, a, &e, S14_A, bytes, &port_e));
+    stop(&mut hold);
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(hold.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = hold.kill();
+    }
+    assert!(attached, "attach --hold did not attach");
+    assert!(learned, "attach --hold did not learn {S14_E} within 15 s");
+    s14_assert_paired(
+        "a namespace that came after attach --hold",
+        &paired.unwrap(),
+        bytes,
+        2 * bytes,
+    );
+    assert!(exited, "attach --hold did not exit on SIGTERM");
+    assert!(hold.wait().unwrap().success(), "attach --hold failed");
+    assert!(
+        !env.pin_dir.exists() || std::fs::read_dir(&env.pin_dir).unwrap().next().is_none(),
+        "pins left"
+    );
+    report(
+        "14-containers",
+        format!("attach --hold learned {S14_E} after it attached, paired it, detached on SIGTERM"),
+    );
+}
+
+/// Whether the pinned `rawload_owners` of `env` holds `ip`.
+fn owners_hold(env: &TestEnv, ip: &str) -> bool {
+    let path = env.pin_dir.join("map_rawload_owners");
+    let c = std::ffi::CString::new(path.display().to_string()).unwrap();
+    let Ok(fd) = rawload_loader::sys::obj_get(&c) else {
+        return false;
+    };
+    let key = rawload_loader::policy::key_address(ip.parse().unwrap());
+    rawload_loader::maps::Map::from_fd(fd)
+        .unwrap()
+        .lookup(&key)
+        .unwrap()
+        .is_some()
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Scenario 15's addresses: the host's on the bridge, two namespaces', and
+/// a service address that only DNAT knows.
+const S15_HOST: &str = "10.213.15.1";
+const S15_A: &str = "10.213.15.2";
+const S15_B: &str = "10.213.15.3";
+const S15_SERVICE: &str = "10.213.99.1";
+
+/// Scenario 15: the other same-node paths of containers. Host to pod and
+/// pod to node pair across namespaces; a service address DNAT'd in the
+/// client's namespace (what kube-proxy's ClusterIP does) and a published
+/// port DNAT'd in the host's (`podman run -p`) never pair, and stay intact.
+#[test]
+fn s15_same_node_paths() {
+    let bridge = Bridge::new();
+    ip(&["addr", "add", &format!("{S15_HOST}/24"), "dev", &bridge.0]);
+    let (a, b) = (Netns::new("s15a"), Netns::new("s15b"));
+    let port_a = bridge.port(1, &a, &format!("{S15_A}/24"));
+    let port_b = bridge.port(2, &b, &format!("{S15_B}/24"));
+    for ns in [&a, &b] {
+        ip(&["-n", &ns.0, "route", "add", "default", "via", S15_HOST]);
+    }
+    let env = TestEnv::new("s15");
+    ok(env.attach(&[]));
+    let host: &[&str] = &[];
+    let (in_a, in_b) = (["--netns", a.0.as_str()], ["--netns", b.0.as_str()]);
+    let paths = [
+        ("host -> pod", S15_A, &in_a[..], host, &port_a),
+        ("pod -> node", S15_HOST, host, &in_b[..], &port_b),
+    ];
+    for (what, addr, server, client, veth) in paths {
+        let t = s15_pair(
+            &env,
+            &format!("{addr}:0"),
+            (addr, None),
+            server,
+            client,
+            veth,
+        );
+        assert!(
+            t.redirected > 0 && t.redirected == t.transfer.payload,
+            "{what}: every byte redirected"
+        );
+        assert!(t.wire < 16 * 1024, "{what}: {} B crossed the veth", t.wire);
+        report(
+            "15-same-node",
+            format!(
+                "{what}: 1 MiB each way intact, redirected, {} B on the veth",
+                t.wire
+            ),
+        );
+    }
+    let service = free_port();
+    let target = free_port();
+    nft(
+        &b,
+        &format!(
+            "table ip rawload_test {{\n chain out {{\n  type nat hook output priority -100;\n  ip daddr {S15_SERVICE} tcp dport {service} dnat to {S15_A}:{target}\n }}\n}}\n"
+        ),
+    );
+    let t = s15_pair(
+        &env,
+        &format!("{S15_A}:{target}"),
+        (S15_SERVICE, Some(service)),
+        &in_a,
+        &in_b,
+        &port_a,
+    );
+    s15_assert_untouched("pod -> service address (DNAT in the pod)", &t, 0);
+    let published = free_port();
+    let _rule = HostNat::new(&format!(
+        "chain out {{\n  type nat hook output priority -100;\n  ip daddr {S15_HOST} tcp dport {published} dnat to {S15_A}:{target}\n }}"
+    ));
+    let t = s15_pair(
+        &env,
+        &format!("{S15_A}:{target}"),
+        (S15_HOST, Some(published)),
+        &in_a,
+        host,
+        &port_a,
+    );
+    s15_assert_untouched("host -> published port (DNAT in the host)", &t, 1);
+    env.wait_sockets_in_map_at_most(0, "a socket of a DNAT'd connection stayed in the map");
+    finish(&env);
+}
+
+struct S15Transfer {
+    transfer: Transfer,
+    wire: u64,
+    redirected: u64,
+    inserted: u64,
+    skipped_peer: u64,
+}
+
+/// A 1 MiB transfer each way from `client` args to `server` args, with
+/// what crossed `veth` and the counters' deltas.
+fn s15_pair(
+    env: &TestEnv,
+    listen: &str,
+    connect: (&str, Option<u16>),
+    server: &[&str],
+    client: &[&str],
+    veth: &Veth,
+) -> S15Transfer {
+    let (before, wire) = (env.counters(), veth.bytes());
+    let server: Vec<&str> = server.iter().copied().chain(["--bytes", "1M"]).collect();
+    let client: Vec<&str> = client
+        .iter()
+        .copied()
+        .chain(["--bytes", "1M"])
+        .chain(FIONREAD_READER)
+        .collect();
+    let transfer = pair_at(env, listen, connect, &server, &client);
+    assert_intact(&transfer);
+    assert_eq!(
+        fionread_wrong(&transfer),
+        0,
+        "{listen}: FIONREAD said 0 for readable bytes"
+    );
+    let after = env.counters();
+    S15Transfer {
+        transfer,
+        wire: veth.bytes() - wire,
+        redirected: delta(&before, &after, "bytes_redirected"),
+        inserted: delta(&before, &after, "sockets_inserted"),
+        skipped_peer: delta(&before, &after, "skipped_peer"),
+    }
+}
+
+/// Nothing redirected, the server never joined, at most `client_joined`
+/// sockets joined (a client whose address pairs joins, then leaves), and
+/// the payload crossed the veth.
+fn s15_assert_untouched(what: &str, t: &S15Transfer, client_joined: u64) {
+    assert_eq!(t.redirected, 0, "{what}: nothing redirected");
+    assert_eq!(t.skipped_peer, 1, "{what}: the server stayed out");
+    assert_eq!(t.inserted, client_joined, "{what}: sockets that joined");
+    assert!(
+        t.wire >= t.transfer.payload,
+        "{what}: the payload took the veth"
+    );
+    report(
+        "15-same-node",
+        format!(
+            "{what}: 1 MiB each way intact, untouched ({} B on the veth)",
+            t.wire
+        ),
+    );
+}
+
+/// An nftables table of the test's own in the host's namespace (ip family,
+/// a name with the test's pid), deleted on drop.
+struct HostNat(String);
+
+impl HostNat {
+    fn new(chain: &str) -> HostNat {
+        use std::io::Write as _;
+        let name = format!("rawload_test_{}", std::process::id());
+        let rules = format!("table ip {name} {{\n {chain}\n}}\n");
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (nftables)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        let table = HostNat(name);
+        assert!(child.wait().unwrap().success(), "nft refused: {rules}");
+        table
+    }
+}
+
+impl Drop for HostNat {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.0])
+            .output();
+    }
 }
 
 /// Loads an nftables ruleset into the test's namespace (removed with it).

@@ -17,6 +17,9 @@ pub static DEBUG_OBJECT: &[u8] = include_bytes!("../../prebuilt/rawload-debug.bp
 
 /// This host's addresses, filled by the loader (`policy`).
 pub const ADDRS_MAP: &str = "rawload_addrs";
+/// Addresses proven unique on this host, each with the netns cookie of the
+/// namespace holding it, filled by the loader (`netns`).
+pub const OWNERS_MAP: &str = "rawload_owners";
 /// The `--ports` / `--exclude-ports` bitmaps.
 pub const PORTS_MAP: &str = "rawload_ports";
 /// Each socket's state; sized like the socket map.
@@ -33,8 +36,9 @@ pub mod global {
     pub const KFIELDS: &str = "cfg_kfields";
     pub const RMEM_COUNTS_REDIRECT: &str = "cfg_rmem_counts_redirect";
     pub const SKB_VERDICT: &str = "cfg_skb_verdict";
+    pub const CROSS_NETNS: &str = "cfg_cross_netns";
     /// Every one, for [`super::check`].
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         NETNS_COOKIE,
         PORT_ALLOW,
         PORT_DENY,
@@ -42,11 +46,12 @@ pub mod global {
         KFIELDS,
         RMEM_COUNTS_REDIRECT,
         SKB_VERDICT,
+        CROSS_NETNS,
     ];
 }
 
 /// The fields of `struct counters`, in order.
-pub const COUNTER_NAMES: [&str; 23] = [
+pub const COUNTER_NAMES: [&str; 25] = [
     "sockets_inserted",
     "insert_exists",
     "insert_full",
@@ -70,6 +75,8 @@ pub const COUNTER_NAMES: [&str; 23] = [
     "state_missing",
     "oneway_to_tcp",
     "follow_to_tcp",
+    "skipped_netns",
+    "joined_netns",
 ];
 
 /// Holds an object to the contract where it takes part in it: a counters
@@ -127,7 +134,7 @@ mod tests {
             for name in global::ALL {
                 assert!(obj.global(name).is_some(), "{name}");
             }
-            for map in [ADDRS_MAP, PORTS_MAP, CONNS_MAP, STATS_MAP] {
+            for map in [ADDRS_MAP, OWNERS_MAP, PORTS_MAP, CONNS_MAP, STATS_MAP] {
                 assert!(obj.map_index(map).is_some(), "{map}");
             }
         }

@@ -17,6 +17,7 @@
 //! | [`attach`], [`pin`] | attach points (cgroup, SOCKHASH) and bpffs pins |
 //! | [`probe`], [`vmlinux`] | kernel feature probes; the running kernel's own BTF |
 //! | [`policy`]   | which addresses and ports are accelerated |
+//! | [`hostnet`]  | the host's network namespaces and the addresses each owns (pairing across namespaces) |
 //! | [`privileges`] | capabilities, and the stop signals held back during changes |
 //! | [`contract`] | what the loader and rawload's C programs agree on |
 //! | [`pipeline`] | `attach` and `detach`: the steps in order, each undone if a later one fails |
@@ -28,6 +29,7 @@
 
 pub mod attach;
 pub mod contract;
+pub mod hostnet;
 pub mod maps;
 pub mod narrate;
 pub mod pin;

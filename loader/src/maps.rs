@@ -86,6 +86,13 @@ impl Map {
             .with_context(|| format!("updating map '{}'", self.meta().name))
     }
 
+    /// Removes `key`; false when it was not there.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.fd
+            .delete(key)
+            .with_context(|| format!("deleting from map '{}'", self.meta().name))
+    }
+
     /// The value stored at `key`, if any (all CPUs' values for per-CPU maps).
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut value = vec![0u8; self.fd.value_buf_len()];

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -71,6 +72,17 @@ impl Drop for StopSignalsDeferred {
 /// one that arrives stays pending until [`wait_for_stop_signal`] takes it.
 pub fn block_stop_signals() -> Result<()> {
     stop_signals().thread_block().context("blocking signals")
+}
+
+/// A descriptor that reads the stop signals (signalfd(2)), for a wait that
+/// also watches other descriptors (`attach --hold`). The signals must be
+/// blocked ([`block_stop_signals`]) so that they stay pending for it.
+pub fn stop_signal_fd() -> Result<SignalFd> {
+    SignalFd::with_flags(
+        &stop_signals(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .context("signalfd for SIGTERM, SIGINT, SIGHUP")
 }
 
 /// Waits for a stop signal (`attach --hold`), taking one already pending.

@@ -455,3 +455,69 @@ impl Drop for Veth {
             .output();
     }
 }
+
+/// A Linux bridge made by the test (what docker0, cni0 and podman0 are),
+/// removed on drop with the ports still in this namespace.
+pub struct Bridge(pub String);
+
+impl Bridge {
+    pub fn new() -> Bridge {
+        let name = format!("rlt-br{}", std::process::id() % 100_000);
+        ip(&["link", "add", &name, "type", "bridge"]);
+        let bridge = Bridge(name);
+        ip(&["link", "set", &bridge.0, "up"]);
+        bridge
+    }
+
+    /// Plugs `ns` into the bridge as a container runtime does: a veth whose
+    /// host end is a port of the bridge and whose other end is `eth0` in
+    /// `ns` with `addr` (ADDRESS/PREFIX). `n` tells the ports apart.
+    pub fn port(&self, n: u32, ns: &Netns, addr: &str) -> Veth {
+        let host = format!("rlt-p{n}-{}", std::process::id() % 100_000);
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
+        ]);
+        let veth = Veth { host };
+        ip(&["link", "set", &veth.host, "master", &self.0, "up"]);
+        ip(&["-n", &ns.0, "addr", "add", addr, "dev", "eth0"]);
+        ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
+        veth
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+impl Veth {
+    /// Bytes this veth's host end moved, both ways (what crossed the
+    /// bridge port).
+    pub fn bytes(&self) -> u64 {
+        ["rx_bytes", "tx_bytes"]
+            .iter()
+            .map(|f| {
+                let path = format!("/sys/class/net/{}/statistics/{f}", self.host);
+                std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{path}: {e}"))
+                    .trim()
+                    .parse::<u64>()
+                    .expect("a byte counter")
+            })
+            .sum()
+    }
+}
+
+/// A veth pair straight from one namespace into another, never touching
+/// the host's: two isolated containers wired to each other. `eth0` in both,
+/// with the addresses given (ADDRESS/PREFIX). Goes with the namespaces.
+pub fn wire(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) {
+    ip(&[
+        "-n", &a.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.0,
+    ]);
+    for (ns, addr) in [(a, a_addr), (b, b_addr)] {
+        ip(&["-n", &ns.0, "addr", "add", addr, "dev", "eth0"]);
+        ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
+    }
+}

@@ -10,7 +10,8 @@ use rawload_obj::obj::Object;
 use rawload_obj::uapi::ProgType;
 
 use super::{
-    AttachOptions, DEFAULT_STREAM_BYTES, FionreadFix, NetnsKeys, ReadAccounting, StreamPolicy,
+    AttachOptions, CrossNetns, DEFAULT_STREAM_BYTES, FionreadFix, NetnsKeys, ReadAccounting,
+    StreamPolicy,
 };
 use crate::attach::Cgroup;
 use crate::contract::global;
@@ -22,6 +23,7 @@ use crate::probe::{self, Memlock};
 pub struct Config {
     pub memlock: Memlock,
     pub netns_keys: NetnsKeys,
+    pub cross_netns: CrossNetns,
     pub streams: StreamPolicy,
     pub reads: ReadAccounting,
     pub fionread: FionreadFix,
@@ -43,6 +45,7 @@ pub fn configure(
         }
     );
     let netns_keys = netns_keys(obj, opts, cgroup)?;
+    let cross_netns = cross_netns(obj, opts, netns_keys)?;
     let streams = stream_policy(obj, opts)?;
     let reads = read_accounting(obj)?;
     let fionread = fionread_fix(obj)?;
@@ -55,6 +58,7 @@ pub fn configure(
     Ok(Config {
         memlock,
         netns_keys,
+        cross_netns,
         streams,
         reads,
         fionread,
@@ -93,6 +97,35 @@ fn netns_keys(obj: &mut Object, opts: &AttachOptions, cgroup: &Cgroup) -> Result
         obj.set_global(global::NETNS_COOKIE, &1u32.to_ne_bytes())?;
     }
     Ok(keys)
+}
+
+/// Whether sockets of different namespaces may pair (`cfg_cross_netns`):
+/// only where keys hold the namespace, unless the operator said no.
+fn cross_netns(obj: &mut Object, opts: &AttachOptions, keys: NetnsKeys) -> Result<CrossNetns> {
+    let cross = match (
+        obj.global(global::CROSS_NETNS).is_some(),
+        keys,
+        opts.cross_netns,
+    ) {
+        (false, _, _) => CrossNetns::NotInObject,
+        (true, NetnsKeys::Yes, true) => CrossNetns::On,
+        (true, NetnsKeys::Yes, false) => CrossNetns::Off,
+        (true, _, _) => CrossNetns::NoNetnsKeys,
+    };
+    narrate!(
+        "   -> .rodata cfg_cross_netns = {} ({cross:?}: {})",
+        u32::from(cross == CrossNetns::On),
+        match cross {
+            CrossNetns::On => "namespaces pair where rawload_owners proves both addresses",
+            CrossNetns::Off => "--no-cross-netns",
+            CrossNetns::NoNetnsKeys => "without netns cookies no socket's namespace is known",
+            CrossNetns::NotInObject => "not used by this object",
+        }
+    );
+    if cross == CrossNetns::On {
+        obj.set_global(global::CROSS_NETNS, &1u32.to_ne_bytes())?;
+    }
+    Ok(cross)
 }
 
 /// The backpressure bound (`cfg_stream_bytes`).

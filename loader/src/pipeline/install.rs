@@ -12,17 +12,28 @@ use rawload_obj::uapi::{self, ProgType};
 
 use super::check::Plan;
 use super::configure::Config;
-use super::{AttachOptions, kill_point};
+use super::{AttachOptions, CrossNetns, kill_point};
 use crate::attach::MapAttachment;
-use crate::contract::{ADDRS_MAP, CONNS_MAP, PORTS_MAP};
+use crate::contract::{ADDRS_MAP, CONNS_MAP, OWNERS_MAP, PORTS_MAP};
+use crate::hostnet::{self, Cidr, Synced};
 use crate::maps::Map;
 use crate::narrate;
 use crate::pin::{self, AttachRecord, NewPins, PinDir, SK_MSG_PIN, SK_SKB_PIN, SOCK_OPS_PIN};
 use crate::policy::{self, PortPolicy};
 use crate::programs::Program;
 
+/// What step 7 wrote into the policy maps.
+pub struct Filled {
+    pub host_addresses: usize,
+    pub owners: Option<Synced>,
+}
+
 /// The maps, created and filled: the programs' instructions need their fds.
-pub fn create_maps(plan: &Plan, opts: &AttachOptions) -> Result<(Vec<Map>, usize)> {
+pub fn create_maps(
+    plan: &Plan,
+    opts: &AttachOptions,
+    config: &Config,
+) -> Result<(Vec<Map>, Filled)> {
     narrate!("6. create the maps (global data gets its initial bytes; .rodata is frozen)");
     let mut maps = Vec::with_capacity(plan.obj.maps.len());
     for (i, spec) in plan.obj.maps.iter().enumerate() {
@@ -32,10 +43,39 @@ pub fn create_maps(plan: &Plan, opts: &AttachOptions) -> Result<(Vec<Map>, usize
         narrate!("   map {} -> fd {}", spec.name, map.raw_fd());
         maps.push(map);
     }
-    narrate!("7. fill the policy maps: this host's addresses, the port policy");
+    narrate!(
+        "7. fill the policy maps: this host's addresses, the port policy, the addresses each namespace owns"
+    );
     let host_addresses = fill_policy_maps(&plan.obj, &maps, &plan.ports)?;
+    let owners = match (config.cross_netns, plan.obj.map_index(OWNERS_MAP)) {
+        (CrossNetns::On, Some(i)) => Some(fill_owners(&maps[i], &opts.connected)?),
+        _ => None,
+    };
     kill_point("maps-created");
-    Ok((maps, host_addresses))
+    Ok((
+        maps,
+        Filled {
+            host_addresses,
+            owners,
+        },
+    ))
+}
+
+/// Scans the host's namespaces into `rawload_owners` (module [`hostnet`]).
+fn fill_owners(map: &Map, connected: &[Cidr]) -> Result<Synced> {
+    let synced = hostnet::sync(map, hostnet::discover(connected)?)?;
+    for o in &synced.owners.owned {
+        narrate!(
+            "    {OWNERS_MAP}: {} -> netns cookie {} ({})",
+            o.ip,
+            o.cookie,
+            o.holder
+        );
+    }
+    for (ip, n) in &synced.owners.shared {
+        narrate!("    {OWNERS_MAP}: not {ip}: held by {n} namespaces, their sockets stay apart");
+    }
+    Ok(synced)
 }
 
 /// Writes this host's addresses and the port policy into the object's

@@ -75,7 +75,7 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
     };
     let _deferred = StopSignalsDeferred::new()?;
     let config = configure::configure(&mut plan.obj, opts, &plan.cgroup, &plan.ports)?;
-    let (maps, host_addresses) = install::create_maps(&plan, opts)?;
+    let (maps, filled) = install::create_maps(&plan, opts, &config)?;
     let programs = install::load_programs(&plan, &maps, &config)?;
     install::attach_and_pin(opts, &plan, &maps, &programs, &config)?;
     mount.commit();
@@ -86,7 +86,9 @@ pub fn attach(opts: &AttachOptions) -> Result<AttachOutcome> {
         maps: maps.len(),
         netns_keys: config.netns_keys,
         memlock: config.memlock,
-        host_addresses,
+        host_addresses: filled.host_addresses,
+        cross_netns: config.cross_netns,
+        owners: filled.owners,
         streams: config.streams,
         reads: config.reads,
         fionread: config.fionread,

@@ -10,6 +10,7 @@ use rawload_obj::elf;
 use rawload_obj::obj::Object;
 
 use crate::contract::{DEBUG_OBJECT, RELEASE_OBJECT};
+use crate::hostnet::{Cidr, Synced};
 use crate::policy::PortSet;
 use crate::probe::Memlock;
 
@@ -90,6 +91,12 @@ pub struct AttachOptions {
     /// Unanswered bytes after which a socket moves to TCP (0: never; None:
     /// DEFAULT_STREAM_BYTES when the object supports it).
     pub stream_bytes: Option<u32>,
+    /// Pair sockets of different namespaces where the host proves it safe
+    /// (false: --no-cross-netns).
+    pub cross_netns: bool,
+    /// Routed pod networks: veths into these ranges count as connected
+    /// without a bridge (--connected).
+    pub connected: Vec<Cidr>,
 }
 
 /// Whether socket keys tell network namespaces apart.
@@ -100,6 +107,20 @@ pub enum NetnsKeys {
     /// The kernel lacks it (before 5.15); attached with --single-netns.
     NoKernelSupport,
     /// The object does not key by namespace (a custom --object).
+    NotInObject,
+}
+
+/// Whether sockets of different namespaces may pair (`cfg_cross_netns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossNetns {
+    /// Yes, for the addresses in `rawload_owners`.
+    On,
+    /// --no-cross-netns.
+    Off,
+    /// Keys cannot tell namespaces apart (before 5.15), so nothing can
+    /// prove which namespace a socket is in.
+    NoNetnsKeys,
+    /// The object has no `cfg_cross_netns`.
     NotInObject,
 }
 
@@ -241,6 +262,9 @@ pub struct Attached {
     pub netns_keys: NetnsKeys,
     pub memlock: Memlock,
     pub host_addresses: usize,
+    pub cross_netns: CrossNetns,
+    /// What went into `rawload_owners` (with [`CrossNetns::On`]).
+    pub owners: Option<Synced>,
     pub streams: StreamPolicy,
     pub reads: ReadAccounting,
     pub fionread: FionreadFix,

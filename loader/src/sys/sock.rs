@@ -107,3 +107,26 @@ pub fn poll_one(
     let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     Errno::result(r).map(|_| p.revents)
 }
+
+/// `SO_NETNS_COOKIE` (asm-generic/socket.h; 5.14): the cookie of the
+/// network namespace the socket lives in, the value `bpf_get_netns_cookie`
+/// returns for it. Not in the libc crate's Linux constants.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The netns cookie of the socket's namespace.
+pub fn netns_cookie(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_NETNS_COOKIE writes one u64 into `cookie`, a live local of
+    // that size given with its length; `fd` is borrowed for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r).map(|_| cookie)
+}
