@@ -90,9 +90,10 @@ const volatile struct kfield kfield_tcp_sock__copied_seq = { .width = 4 };
 #define SOCK_SNDBUF_LOCK 1
 #define SOCK_RCVBUF_LOCK 2
 
-/* The mark of the loader's own probe sockets (SO_MARK): never accelerated,
- * so that a rawload attachment above the prober cannot change the answer. */
-#define RAWLOAD_PROBE_MARK 0x72617770
+/* The priority of the loader's own probe sockets (SO_PRIORITY; PROBE_PRIORITY
+ * in loader/src/probe.rs): never accelerated, so that a rawload attachment
+ * above the prober cannot change the answer. */
+#define RAWLOAD_PROBE_PRIORITY 0x72617770
 
 /*
  * The key of one socket: the connection seen from that socket. Addresses are
@@ -510,7 +511,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 	struct sock_key peer = {};
 	long err;
 
-	if (sk && sk->mark == RAWLOAD_PROBE_MARK)
+	if (sk && sk->priority == RAWLOAD_PROBE_PRIORITY)
 		return 1;
 	/* Same host: the peer is a loopback address or one of ours. */
 	if (!is_same_host(key->remote_ip)) {

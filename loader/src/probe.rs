@@ -89,11 +89,14 @@ pub fn map_type(map_type: MapType, key_size: u32, value_size: u32) -> Result<boo
     }
 }
 
-/// `SO_MARK` of the probes' sockets. rawload's sock_ops program never
-/// accelerates a socket with this mark (`RAWLOAD_PROBE_MARK` in
-/// bpf-src/rawload.bpf.c), so a probe gives the same answer under an existing
-/// rawload attachment.
-pub const PROBE_MARK: u32 = 0x7261_7770;
+/// `SO_PRIORITY` of the probes' sockets. rawload's sock_ops program never
+/// accelerates a socket with this priority (`RAWLOAD_PROBE_PRIORITY` in
+/// bpf-src/rawload.bpf.c), so a probe gives the same answer under an
+/// existing rawload attachment. Not `SO_MARK`: firewalls act on mark bits
+/// (netavark and kube-proxy masquerade packets with 0x2000 and 0x4000),
+/// and a masqueraded probe connection arrives from another port. The
+/// priority only picks a queue of a qdisc, and loopback has none.
+pub const PROBE_PRIORITY: u32 = 0x7261_7770;
 
 const PROBE_BYTES: &[u8] = b"rawload";
 
@@ -119,7 +122,8 @@ fn probe_pair() -> Result<ProbePair> {
             None,
         )
         .context("creating a probe socket")?;
-        setsockopt(&fd, sockopt::Mark, &PROBE_MARK).context("marking a probe socket (SO_MARK)")?;
+        setsockopt(&fd, sockopt::Priority, &(PROBE_PRIORITY as i32))
+            .context("marking a probe socket (SO_PRIORITY)")?;
         Ok(fd)
     };
     let listener = marked()?;
@@ -135,6 +139,11 @@ fn probe_pair() -> Result<ProbePair> {
     let client = TcpStream::from(client);
     let ours = client.local_addr()?;
     for _ in 0..16 {
+        if !readable(listener.as_fd())? {
+            bail!(
+                "the probe's own connection to {to} never arrived (a firewall or NAT rule on loopback?)"
+            );
+        }
         let (server, from) = listener.accept().context("accepting")?;
         if from == ours {
             return Ok(ProbePair { client, server });
