@@ -40,7 +40,9 @@ APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
 
 all: rawload
 
-# A fully static, self-contained binary, at most 2 MiB (checked). --target
+# A fully static, self-contained binary, at most 2.25 MiB (checked; 2 MiB
+# until the namespace scanner of issue 11 took it to 2.04 MiB: the budget
+# is there to catch a dependency or glibc's NSS sneaking in). --target
 # must be explicit with crt-static so the flag does not reach build scripts
 # and proc-macros. Not position-independent: static-pie carries ~90 KB of
 # relocations, and the budget matters more for a short-lived root CLI than
@@ -49,7 +51,7 @@ all: rawload
 rawload:
 	RUSTFLAGS='$(STATIC_FLAGS)' $(CARGO) build --release --locked --target $(TARGET) --bin rawload
 	cp $(STATIC_BIN) ./rawload
-	@size=$$(stat -c %s ./rawload); [ $$size -le 2097152 ] || { echo "./rawload is $$size bytes, over its 2 MiB budget"; exit 1; }
+	@size=$$(stat -c %s ./rawload); [ $$size -le 2359296 ] || { echo "./rawload is $$size bytes, over its 2.25 MiB budget"; exit 1; }
 	@echo "built ./rawload ($$(stat -c %s ./rawload) bytes); next: sudo ./rawload attach"
 
 # The socket-API conformance test (conformance/main.rs): a second binary of

@@ -12,6 +12,8 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::hostnet::netlink::Netlink;
+
 /// The bitmap's size in bytes (one bit per port).
 pub const PORT_BITMAP_BYTES: usize = 65536 / 8;
 
@@ -123,18 +125,13 @@ pub fn key_address(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-/// This host's addresses (in the loader's network namespace), from
-/// getifaddrs(3), which reads them over netlink.
+/// This host's addresses (in the loader's network namespace), over
+/// netlink (`RTM_GETADDR`).
 pub fn host_addresses() -> Result<Vec<IpAddr>> {
-    let mut out = BTreeSet::new();
-    for ifa in nix::ifaddrs::getifaddrs().context("listing this host's addresses")? {
-        let Some(addr) = ifa.address else { continue };
-        if let Some(v4) = addr.as_sockaddr_in() {
-            out.insert(IpAddr::V4(v4.ip()));
-        } else if let Some(v6) = addr.as_sockaddr_in6() {
-            out.insert(IpAddr::V6(v6.ip()));
-        }
-    }
+    let addrs = Netlink::open()
+        .and_then(|mut nl| nl.addrs())
+        .context("listing this host's addresses (RTM_GETADDR)")?;
+    let mut out: BTreeSet<IpAddr> = addrs.into_iter().map(|a| a.ip).collect();
     // Loopback is matched in the program itself; the wildcard never occurs.
     out.retain(|ip| !ip.is_loopback() && !ip.is_unspecified());
     Ok(out.into_iter().collect())

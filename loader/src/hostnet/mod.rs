@@ -19,7 +19,7 @@ pub mod netlink;
 pub mod owners;
 pub mod scan;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -51,13 +51,13 @@ pub fn discover(ranges: &[Cidr]) -> Result<Owners> {
 /// new and changed ones (a socket that joins in between finds an address
 /// missing, never a wrong owner, and keeps TCP).
 pub fn sync(map: &Map, owners: Owners) -> Result<Synced> {
-    let wanted: HashMap<[u8; 16], u64> = owners
+    let wanted: BTreeMap<[u8; 16], u64> = owners
         .owned
         .iter()
         .map(|o| (key_address(o.ip), o.cookie))
         .collect();
     let mut synced = Synced::default();
-    let mut present = HashMap::new();
+    let mut present = BTreeMap::new();
     for key in map.keys()? {
         let value = map.lookup(&key)?.unwrap_or_default();
         let (Ok(k), Ok(v)) = (

@@ -10,7 +10,6 @@
 //! socket there for `SO_NETNS_COOKIE` and a `NETLINK_ROUTE` socket for the
 //! dumps, and ends.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
@@ -53,7 +52,7 @@ pub fn scan() -> Result<Scan> {
     let host_file = File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
     let host = read(Path::new("/proc/self/ns/net"), None, host_file.as_fd())
         .context("reading this host's network namespace")?;
-    let mut seen = HashSet::from([identity(&host_file)?]);
+    let mut seen = vec![identity(&host_file)?];
     let mut scan = Scan {
         host,
         others: Vec::new(),
@@ -64,9 +63,10 @@ pub fn scan() -> Result<Scan> {
             continue;
         }; // the process is gone
         let Ok(id) = identity(&file) else { continue };
-        if !seen.insert(id) {
+        if seen.contains(&id) {
             continue;
         }
+        seen.push(id);
         match read(&path, Some(file.as_fd()), host_file.as_fd()) {
             Ok(ns) => scan.others.push(ns),
             Err(e) => scan.unreadable.push((path, format!("{e:#}"))),
