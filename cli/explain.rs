@@ -201,6 +201,7 @@ fn next_steps(obj: &Object) -> String {
          \x20    whether redirected bytes count in sk_rmem_alloc, whether FIONREAD counts TCP bytes on a socket\n\
          \x20    in a SOCKHASH; the answers become .rodata constants, the last one decides step 4\n\
          \x20 2. BPF_MAP_CREATE x{maps}; fill global data; BPF_MAP_FREEZE .rodata; fill the policy maps\n\
+         \x20    (this host's addresses, the port policy, and which network namespace owns which address)\n\
          \x20 3. patch the map fds into the ld_imm64 instructions above; BPF_PROG_LOAD {} ({insns} instructions, {bytes} bytes)\n\
          \x20 4. BPF_PROG_ATTACH {sk_msg} to {socket_map} (BPF_SK_MSG_VERDICT){sk_skb}\n\
          \x20 5. BPF_OBJ_PIN the attach record, the programs and every map under the pin directory\n\
