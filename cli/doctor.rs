@@ -12,6 +12,7 @@ use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::status;
 use rawload_loader::attach;
+use rawload_loader::hostnet;
 use rawload_loader::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
 use rawload_loader::probe;
 use rawload_obj::kfield;
@@ -195,6 +196,9 @@ pub fn checks() -> Vec<Check> {
         ));
     }
     out.extend([cgroup_v2(), bpffs(), tracefs()]);
+    if privileged {
+        out.push(namespaces());
+    }
     if privileged && bpf_ok {
         out.push(attached());
     }
@@ -256,6 +260,35 @@ fn netns_cookie() -> Check {
             Verdict::Missing,
             format!("probe failed: {}", e.desc()),
         ),
+    }
+}
+
+/// What `attach` would write into `rawload_owners`: which addresses of
+/// this host's network namespaces pair across them.
+fn namespaces() -> Check {
+    match hostnet::scan::scan() {
+        Ok(scan) => {
+            let owners = hostnet::owners::owners(&scan, &[]);
+            let unreadable = match scan.unreadable.first() {
+                Some((path, e)) => format!(
+                    "; {} unreadable ({}: {e})",
+                    scan.unreadable.len(),
+                    path.display()
+                ),
+                None => String::new(),
+            };
+            check(
+                "namespaces",
+                Verdict::Ok,
+                format!(
+                    "{} network namespaces besides this one{unreadable}; {} addresses would pair across them, {} held twice stay apart",
+                    scan.others.len(),
+                    owners.owned.len(),
+                    owners.shared.len()
+                ),
+            )
+        }
+        Err(e) => check("namespaces", Verdict::Note, format!("cannot scan: {e:#}")),
     }
 }
 
