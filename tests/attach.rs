@@ -4,30 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-/// Waits until every program `bpftool prog show` lists was already there
-/// before the test: programs are freed shortly after the last socket holding
-/// them closes. (Programs of an earlier test may vanish meanwhile.)
-fn wait_for_programs(before: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let new: Vec<u32> = bpftool_prog_ids()
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "programs left behind: {new:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn ids(status: &Value, key: &str) -> Vec<u64> {
     status[key]
