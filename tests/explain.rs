@@ -74,15 +74,22 @@ fn legacy_object_and_debug_object_are_explained() {
     );
 }
 
-#[test]
-fn a_broken_object_is_one_error_line() {
+/// The one line `rawload explain` fails with (exit 1).
+fn explain_error(args: &[&str]) -> String {
     let out = Command::new(RAWLOAD)
-        .args(["explain", "/etc/hostname"])
+        .arg("explain")
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn a_broken_object_is_one_error_line() {
+    let err = explain_error(&["/etc/hostname"]);
     assert!(
         err.starts_with("rawload: error: reading object /etc/hostname"),
         "{err}"
@@ -127,17 +134,7 @@ fn two_objects_are_explained_with_the_map_they_share() {
 
 #[test]
 fn two_objects_that_disagree_are_one_error_line() {
-    let out = Command::new(RAWLOAD)
-        .args([
-            "explain",
-            &fixture("seed_sockops.o"),
-            &fixture("seed_redir_small.o"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = explain_error(&[&fixture("seed_sockops.o"), &fixture("seed_redir_small.o")]);
     assert!(
         err.starts_with("rawload: error: map 'sock_ops_map' is declared in seed_sockops.o with max_entries 65535"),
         "{err}"

@@ -250,6 +250,17 @@ pub fn assert_intact(t: &Transfer) {
     );
 }
 
+/// Asserts that the transfer's bytes were redirected: `lo` grew by less
+/// than 1% of the payload (the handshakes), not by twice it as over TCP.
+pub fn assert_bypassed(t: &Transfer) {
+    assert!(
+        t.lo_delta * 100 < t.payload,
+        "loopback grew {} B for {} B of payload: the bytes were not redirected",
+        t.lo_delta,
+        t.payload
+    );
+}
+
 /// Program ids `bpftool prog show` lists (Debian's bpftool, an independent
 /// reader of the kernel's state).
 pub fn bpftool_prog_ids() -> Vec<u32> {
