@@ -45,19 +45,22 @@ fn example_fd(i: usize) -> i32 {
 /// Writes the whole report: each object, how they combine (when there are
 /// several), and the attach steps for the set.
 pub fn explain(sources: &[ObjectSource]) -> Result<String> {
-    let objects = pipeline::read_objects(sources)?;
-    let set = combine::combine(objects.clone())?;
+    let set = combine::combine(pipeline::read_objects(sources)?)?;
     let mut o = String::new();
-    for ((source, (_, obj)), input) in sources.iter().zip(&objects).zip(&set.inputs) {
+    let mut objects = Vec::with_capacity(sources.len());
+    for (source, input) in sources.iter().zip(&set.inputs) {
+        // Read again: each object as it is, before the set renumbered it.
         let bytes = source.bytes()?;
+        let obj = source.parse()?;
         let _ = writeln!(o, "rawload explain: {source}, {} bytes\n", bytes.len());
-        sections_text(&mut o, obj);
-        maps_text(&mut o, obj);
+        sections_text(&mut o, &obj);
+        maps_text(&mut o, &obj);
         let fds: Vec<i32> = input.maps.iter().map(|&i| example_fd(i)).collect();
         for p in &obj.programs {
-            program_text(&mut o, obj, p, &reloc::apply(p, &fds)?);
+            program_text(&mut o, &obj, p, &reloc::apply(p, &fds)?);
         }
         o.push('\n');
+        objects.push(obj);
     }
     if objects.len() > 1 {
         combined_text(&mut o, &objects, &set);
@@ -68,7 +71,7 @@ pub fn explain(sources: &[ObjectSource]) -> Result<String> {
 
 /// The set the objects form: its maps, each with the objects that declare
 /// it, then every map reference of every object and the map it lands on.
-fn combined_text(o: &mut String, objects: &[(String, Object)], set: &Combined) {
+fn combined_text(o: &mut String, objects: &[Object], set: &Combined) {
     let _ = writeln!(
         o,
         "the {} objects as one set: a map declared by name in several is created once and shared\n\
@@ -84,13 +87,14 @@ fn combined_text(o: &mut String, objects: &[(String, Object)], set: &Combined) {
         let _ = writeln!(o, "  #{i} {:<16} fd {}  {how}", m.name, example_fd(i));
     }
     let _ = writeln!(o, "relocations across the objects:");
-    for ((name, obj), input) in objects.iter().zip(&set.inputs) {
+    for (obj, input) in objects.iter().zip(&set.inputs) {
         for p in &obj.programs {
             for r in &p.map_refs {
                 let to = input.maps[r.map];
                 let _ = writeln!(
                     o,
-                    "  {name} {} insn {:>3}: {} (its map #{}) -> set map #{to} {}, fd {}",
+                    "  {} {} insn {:>3}: {} (its map #{}) -> set map #{to} {}, fd {}",
+                    input.name,
                     p.name,
                     r.insn,
                     r.symbol,

@@ -139,7 +139,7 @@ fn split_globals(rename_b: bool) -> Vec<(String, Object)> {
             g.name = format!("b_{}", g.name);
         }
     }
-    vec![("a.o".into(), a), ("b.dir/b.o".into(), b)]
+    vec![("a.o".into(), a), ("b.bpf.o".into(), b)]
 }
 
 #[test]

@@ -28,7 +28,7 @@
 //! its own.
 
 use crate::error::{CombineProblem, Error, Result};
-use crate::obj::{MapOrigin, MapSpec, Object, PROGRAM_KINDS};
+use crate::obj::{MapOrigin, MapSpec, Object};
 
 /// The objects as one, and where each object's maps went.
 #[derive(Debug, Clone)]
@@ -68,7 +68,6 @@ pub fn combine(mut objects: Vec<(String, Object)>) -> Result<Combined> {
             inputs: vec![Input { name, maps }],
         });
     }
-    agree(&objects)?;
     let first = &objects[0].1;
     let mut set = Builder {
         object: Object {
@@ -79,7 +78,8 @@ pub fn combine(mut objects: Vec<(String, Object)>) -> Result<Combined> {
             sections: Vec::new(),
             btf: None,
         },
-        owners: Vec::new(),
+        map_owners: Vec::new(),
+        program_owners: Vec::new(),
         inputs: Vec::new(),
     };
     for (name, object) in objects {
@@ -91,49 +91,19 @@ pub fn combine(mut objects: Vec<(String, Object)>) -> Result<Combined> {
     })
 }
 
-/// What every pair of objects must agree on besides their maps.
-fn agree(objects: &[(String, Object)]) -> Result<()> {
-    for (i, (a, x)) in objects.iter().enumerate() {
-        for (b, y) in &objects[i + 1..] {
-            let error = |problem| Error::Combine {
-                first: a.clone(),
-                second: b.clone(),
-                problem,
-            };
-            if x.license != y.license {
-                return Err(error(CombineProblem::License {
-                    first: x.license.to_string_lossy().into_owned(),
-                    second: y.license.to_string_lossy().into_owned(),
-                }));
-            }
-            if let Some(kind) = PROGRAM_KINDS.iter().find(|k| {
-                let has = |o: &Object| o.programs.iter().any(|p| p.kind.prog_type == k.prog_type);
-                has(x) && has(y)
-            }) {
-                return Err(error(CombineProblem::Program {
-                    prog_type: kind.prog_type,
-                }));
-            }
-            if let Some(g) = x.globals().find(|g| y.global(&g.name).is_some()) {
-                return Err(error(CombineProblem::Global {
-                    name: g.name.clone(),
-                }));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The combined object as it grows, with the object that declared each of
-/// its maps first (for messages).
+/// The combined object as it grows, with the object that brought each of
+/// its maps and programs (for messages). Each object is checked against
+/// the set so far.
 struct Builder {
     object: Object,
-    owners: Vec<String>,
+    map_owners: Vec<String>,
+    program_owners: Vec<usize>,
     inputs: Vec<Input>,
 }
 
 impl Builder {
     fn add(&mut self, name: String, mut object: Object) -> Result<()> {
+        self.agree(&name, &object)?;
         let mut maps = Vec::with_capacity(object.maps.len());
         for spec in std::mem::take(&mut object.maps) {
             maps.push(self.add_map(&name, spec)?);
@@ -142,10 +112,51 @@ impl Builder {
             for r in &mut program.map_refs {
                 r.map = maps[r.map];
             }
+            self.program_owners.push(self.inputs.len());
         }
         self.object.programs.append(&mut object.programs);
         self.object.sections.append(&mut object.sections);
         self.inputs.push(Input { name, maps });
+        Ok(())
+    }
+
+    /// What `object` must agree on with the set besides its maps: the
+    /// license, one program per type, globals of distinct names.
+    fn agree(&self, name: &str, object: &Object) -> Result<()> {
+        let error = |first: &str, problem| Error::Combine {
+            first: first.to_string(),
+            second: name.to_string(),
+            problem,
+        };
+        if object.license != self.object.license {
+            return Err(error(
+                &self.inputs[0].name,
+                CombineProblem::License {
+                    first: self.object.license.to_string_lossy().into_owned(),
+                    second: object.license.to_string_lossy().into_owned(),
+                },
+            ));
+        }
+        for p in &object.programs {
+            let prog_type = p.kind.prog_type;
+            let earlier = self
+                .object
+                .programs
+                .iter()
+                .position(|q| q.kind.prog_type == prog_type);
+            if let Some(i) = earlier {
+                let owner = &self.inputs[self.program_owners[i]].name;
+                return Err(error(owner, CombineProblem::Program { prog_type }));
+            }
+        }
+        for g in object.globals() {
+            if let Some((map, _)) = self.object.global(&g.name) {
+                let problem = CombineProblem::Global {
+                    name: g.name.clone(),
+                };
+                return Err(error(&self.map_owners[map], problem));
+            }
+        }
         Ok(())
     }
 
@@ -158,12 +169,12 @@ impl Builder {
         }
         let maps = &mut self.object.maps;
         let Some(i) = maps.iter().position(|m| m.name == spec.name) else {
-            self.owners.push(object.to_string());
+            self.map_owners.push(object.to_string());
             maps.push(spec);
             return Ok(maps.len() - 1);
         };
         let error = |problem| Error::Combine {
-            first: self.owners[i].clone(),
+            first: self.map_owners[i].clone(),
             second: object.to_string(),
             problem,
         };
@@ -182,10 +193,9 @@ impl Builder {
     }
 }
 
-/// `seed_redir` of `seed_redir.o` (or of `dir/seed_redir.bpf.o`).
+/// `seed_redir` of `seed_redir.o` (or of `seed_redir.bpf.o`).
 fn stem(object: &str) -> &str {
-    let file = object.rsplit('/').next().unwrap_or(object);
-    file.split('.').next().unwrap_or(file)
+    object.split('.').next().unwrap_or(object)
 }
 
 /// The first `struct bpf_map_def` field in which two definitions differ:

@@ -38,8 +38,8 @@ pub fn check_options(opts: &AttachOptions) -> Result<Plan> {
         cgroup.id
     );
     let obj = read_set(&opts.objects)?;
-    let sock_ops = program(&obj, &opts.objects, ProgType::SOCK_OPS)?;
-    let sk_msg = program(&obj, &opts.objects, ProgType::SK_MSG)?;
+    let sock_ops = obj.program(ProgType::SOCK_OPS)?.clone();
+    let sk_msg = obj.program(ProgType::SK_MSG)?.clone();
     let socket_map = socket_map(&obj, &sk_msg)?;
     narrate!(
         "2. read {}: programs {}, maps {} (rawload explain shows all of it)",
@@ -78,19 +78,6 @@ fn read_set(sources: &[ObjectSource]) -> Result<Object> {
         contract::check(obj).with_context(|| format!("checking {source}"))?;
     }
     Ok(combine(objects)?.object)
-}
-
-/// The one program of `prog_type` in the set. A missing one is said of
-/// every object when there are several.
-fn program(obj: &Object, sources: &[ObjectSource], prog_type: ProgType) -> Result<ProgramSpec> {
-    match obj.program(prog_type) {
-        Err(rawload_obj::Error::MissingProgram { section, .. }) if sources.len() > 1 => bail!(
-            "none of {} has a {} program (expected a SEC(\"{section}\") function in one of them)",
-            objects_text(sources),
-            prog_type.name()
-        ),
-        found => Ok(found?.clone()),
-    }
 }
 
 /// The options a custom `--object` cannot honour fail here, not later.

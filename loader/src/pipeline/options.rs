@@ -79,7 +79,11 @@ pub fn read_objects(sources: &[ObjectSource]) -> Result<Vec<(String, Object)>> {
     if sources.is_empty() {
         bail!("no object to load: give at least one --object FILE");
     }
-    sources.iter().map(|s| Ok((s.name(), s.parse()?))).collect()
+    let mut objects = Vec::with_capacity(sources.len());
+    for source in sources {
+        objects.push((source.name(), source.parse()?));
+    }
+    Ok(objects)
 }
 
 /// `object a.o and object b.o`: the sources in a sentence.
