@@ -26,11 +26,17 @@ LLVM_STRIP  ?= llvm-strip-14
 BPF_STRIP   = $(LLVM_STRIP) -g --remove-section=.BTF.ext --remove-section=.rel.BTF.ext
 BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v2 -Wall -Werror \
                -I/usr/include/$(shell uname -m)-linux-gnu -fdebug-prefix-map=$(CURDIR)=.
+# The seeds' two objects, and the sk_msg one built three more ways from the
+# same source (tests/fixtures/seed_redir.c says how).
+SEED_PAIR   := tests/fixtures/seed_sockops.o tests/fixtures/seed_redir.o
+SEED_REDIR_VARIANTS := tests/fixtures/seed_redir_btf.o tests/fixtures/seed_redir_small.o \
+               tests/fixtures/seed_redir_reject.o
 # Where `make bpf` writes; check-prebuilt points it at a scratch directory.
 BPF_OUT     ?= .
 BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/seed_legacy.o tests/fixtures/verifier_reject.o \
-               tests/fixtures/globals.o tests/fixtures/other_sockops.o
+               tests/fixtures/globals.o tests/fixtures/other_sockops.o \
+               $(SEED_PAIR) $(SEED_REDIR_VARIANTS)
 
 APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
                      qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
@@ -96,6 +102,19 @@ $(BPF_OUT)/tests/fixtures/globals.o: tests/fixtures/globals.c bpf-src/helpers.h
 $(BPF_OUT)/tests/fixtures/other_sockops.o: tests/fixtures/other_sockops.c bpf-src/helpers.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(BPF_STRIP) $@
+
+$(addprefix $(BPF_OUT)/,$(SEED_PAIR)): $(BPF_OUT)/%.o: %.c tests/fixtures/seed.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(BPF_STRIP) $@
+
+$(BPF_OUT)/tests/fixtures/seed_redir_btf.o: SEED_FLAGS := -DSEED_MAP_BTF
+$(BPF_OUT)/tests/fixtures/seed_redir_small.o: SEED_FLAGS := -DSEED_MAP_ENTRIES=1024
+$(BPF_OUT)/tests/fixtures/seed_redir_reject.o: SEED_FLAGS := -DSEED_UNCHECKED_READ
+$(addprefix $(BPF_OUT)/,$(SEED_REDIR_VARIANTS)): tests/fixtures/seed_redir.c tests/fixtures/seed.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) $(SEED_FLAGS) -c $< -o $@
 	$(BPF_STRIP) $@
 
 # Rebuild every object into a scratch directory and compare byte for byte:

@@ -91,9 +91,11 @@ struct AttachArgs {
     cgroup: Option<PathBuf>,
     #[command(flatten)]
     pin: PinDirArg,
-    /// eBPF object to load instead of the embedded one
+    /// eBPF object to load instead of the embedded one; repeat it for a
+    /// program set split over several objects (the seeds' bpf_sockops.o and
+    /// bpf_redir.o): maps of one name in several objects become one map
     #[arg(long, value_name = "FILE", conflicts_with = "debug")]
-    object: Option<PathBuf>,
+    object: Vec<PathBuf>,
     /// Only accelerate connections with one of these ports, e.g. 6379,8000-8080
     #[arg(long, value_name = "LIST")]
     ports: Option<PortSet>,
@@ -193,10 +195,11 @@ struct TraceArgs {
 
 #[derive(Args)]
 struct ExplainArgs {
-    /// eBPF object to explain [default: the embedded one]
-    object: Option<PathBuf>,
+    /// eBPF objects to explain, one or several loaded as one set
+    /// [default: the embedded one]
+    objects: Vec<PathBuf>,
     /// Explain the embedded debug object instead
-    #[arg(long, conflicts_with = "object")]
+    #[arg(long, conflicts_with = "objects")]
     debug: bool,
 }
 
@@ -462,11 +465,8 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {
-            let source = a.object.map_or(
-                ObjectSource::Embedded { debug: a.debug },
-                ObjectSource::File,
-            );
-            out(&explain::explain(&source)?)?;
+            let sources = object_sources(a.objects, a.debug);
+            out(&explain::explain(&sources)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
@@ -544,14 +544,10 @@ fn attach_cmd(a: AttachArgs) -> Result<ExitCode> {
         Some(c) => c,
         None => attach::default_cgroup()?,
     };
-    let object = match a.object {
-        Some(path) => ObjectSource::File(path),
-        None => ObjectSource::Embedded { debug: a.debug },
-    };
     let opts = AttachOptions {
         cgroup,
         pin_dir: a.pin.pin_dir,
-        object,
+        objects: object_sources(a.object, a.debug),
         ports: a.ports,
         exclude_ports: a.exclude_ports,
         max_sockets: a.max_sockets,
@@ -627,6 +623,14 @@ fn synced_text(head: &str, s: &Synced) -> String {
     text
 }
 
+/// The objects given (`--object`, repeatable), or the embedded one.
+fn object_sources(files: Vec<PathBuf>, debug: bool) -> Vec<ObjectSource> {
+    if files.is_empty() {
+        return vec![ObjectSource::Embedded { debug }];
+    }
+    files.into_iter().map(ObjectSource::File).collect()
+}
+
 /// What `attach` says when it attached: where, what, and each decision it
 /// took from probing the kernel.
 fn attached_text(at: &Attached, opts: &AttachOptions) -> String {
@@ -647,7 +651,7 @@ fn attached_text(at: &Attached, opts: &AttachOptions) -> String {
         NetnsKeys::NoKernelSupport => {
             "  socket keys cannot include the network namespace on this kernel (< 5.15): --single-netns\n"
         }
-        NetnsKeys::NotInObject => "  note: this object's socket keys do not include the network namespace\n",
+        NetnsKeys::NotInObject => "  note: these programs' socket keys do not include the network namespace\n",
     });
     match (at.cross_netns, &at.owners) {
         (CrossNetns::On, Some(s)) => text.push_str(&synced_text("  ", s)),

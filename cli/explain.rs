@@ -7,6 +7,11 @@
 //! patched (example fds stand in for the real ones), and the attach steps.
 //! Calls are shown already linked, with the offset the linker computed; in
 //! the object they read `call -1` plus an `R_BPF_64_32` relocation.
+//!
+//! Several objects (the seeds' two) are shown one after the other, their
+//! references patched with the example fds of the set they form, then how
+//! they combine: which maps are one map shared by name, and where each
+//! object's references to it land.
 
 use std::fmt::Write as _;
 
@@ -14,6 +19,7 @@ use anyhow::Result;
 
 use rawload_loader::pipeline::{self, ObjectSource};
 use rawload_loader::sys::BPF_F_RDONLY_PROG;
+use rawload_obj::combine::{self, Combined};
 use rawload_obj::disasm;
 use rawload_obj::insn::{INSN_SIZE, Insn};
 use rawload_obj::obj::{MapOrigin, MapRef, Object, ProgramSpec, RefKind};
@@ -31,22 +37,75 @@ fn origin_text(origin: &MapOrigin) -> String {
     }
 }
 
-/// Writes the whole report.
-pub fn explain(source: &ObjectSource) -> Result<String> {
-    let bytes = source.bytes()?;
-    let obj = source.parse()?;
+/// The example fd of the set's map `i`.
+fn example_fd(i: usize) -> i32 {
+    EXAMPLE_FD_BASE + i as i32
+}
+
+/// Writes the whole report: each object, how they combine (when there are
+/// several), and the attach steps for the set.
+pub fn explain(sources: &[ObjectSource]) -> Result<String> {
+    let set = combine::combine(pipeline::read_objects(sources)?)?;
     let mut o = String::new();
-    let _ = writeln!(o, "rawload explain: {source}, {} bytes\n", bytes.len());
-    sections_text(&mut o, &obj);
-    maps_text(&mut o, &obj);
-    let fds: Vec<i32> = (0..obj.maps.len())
-        .map(|i| EXAMPLE_FD_BASE + i as i32)
-        .collect();
-    for p in &obj.programs {
-        program_text(&mut o, &obj, p, &reloc::apply(p, &fds)?);
+    let mut objects = Vec::with_capacity(sources.len());
+    for (source, input) in sources.iter().zip(&set.inputs) {
+        // Read again: each object as it is, before the set renumbered it.
+        let bytes = source.bytes()?;
+        let obj = source.parse()?;
+        let _ = writeln!(o, "rawload explain: {source}, {} bytes\n", bytes.len());
+        sections_text(&mut o, &obj);
+        maps_text(&mut o, &obj);
+        let fds: Vec<i32> = input.maps.iter().map(|&i| example_fd(i)).collect();
+        for p in &obj.programs {
+            program_text(&mut o, &obj, p, &reloc::apply(p, &fds)?);
+        }
+        o.push('\n');
+        objects.push(obj);
     }
-    let _ = writeln!(o, "\n{}", next_steps(&obj));
+    if objects.len() > 1 {
+        combined_text(&mut o, &objects, &set);
+    }
+    let _ = writeln!(o, "{}", next_steps(&set.object));
     Ok(o)
+}
+
+/// The set the objects form: its maps, each with the objects that declare
+/// it, then every map reference of every object and the map it lands on.
+fn combined_text(o: &mut String, objects: &[Object], set: &Combined) {
+    let _ = writeln!(
+        o,
+        "the {} objects as one set: a map declared by name in several is created once and shared\n\
+         (bpftool: `prog load ... pinmaps DIR`, then `map name NAME pinned DIR/NAME`); global data stays per object",
+        objects.len()
+    );
+    for (i, m) in set.object.maps.iter().enumerate() {
+        let by = set.declared_by(i);
+        let how = match by.as_slice() {
+            [one] => format!("{one} only"),
+            many => format!("shared by name: {}", many.join(", ")),
+        };
+        let _ = writeln!(o, "  #{i} {:<16} fd {}  {how}", m.name, example_fd(i));
+    }
+    let _ = writeln!(o, "relocations across the objects:");
+    for (obj, input) in objects.iter().zip(&set.inputs) {
+        for p in &obj.programs {
+            for r in &p.map_refs {
+                let to = input.maps[r.map];
+                let _ = writeln!(
+                    o,
+                    "  {} {} insn {:>3}: {} (its map #{}) -> set map #{to} {}, fd {}",
+                    input.name,
+                    p.name,
+                    r.insn,
+                    r.symbol,
+                    r.map,
+                    set.object.maps[to].name,
+                    example_fd(to)
+                );
+            }
+        }
+    }
+    o.push('\n');
 }
 
 /// Every ELF section and its role, then the license.

@@ -71,7 +71,7 @@ pub fn attach_private(
     match pipeline::attach(&AttachOptions {
         cgroup: cgroup.path().to_path_buf(),
         pin_dir: pins.path().to_path_buf(),
-        object,
+        objects: vec![object],
         ports: None,
         exclude_ports: None,
         max_sockets: None,

@@ -74,17 +74,69 @@ fn legacy_object_and_debug_object_are_explained() {
     );
 }
 
-#[test]
-fn a_broken_object_is_one_error_line() {
+/// The one line `rawload explain` fails with (exit 1).
+fn explain_error(args: &[&str]) -> String {
     let out = Command::new(RAWLOAD)
-        .args(["explain", "/etc/hostname"])
+        .arg("explain")
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn a_broken_object_is_one_error_line() {
+    let err = explain_error(&["/etc/hostname"]);
     assert!(
         err.starts_with("rawload: error: reading object /etc/hostname"),
+        "{err}"
+    );
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Two objects: each shown as alone, then the map they share by name and
+/// where each one's reference to it lands (the same example fd).
+#[test]
+fn two_objects_are_explained_with_the_map_they_share() {
+    let (sockops, redir) = (fixture("seed_sockops.o"), fixture("seed_redir_btf.o"));
+    let text = explain(&[&sockops, &redir]);
+    for header in [&sockops, &redir] {
+        assert!(
+            text.contains(&format!("rawload explain: object {header}, ")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("from legacy `maps` section (struct bpf_map_def)"));
+    assert!(text.contains("from `.maps`, described in .BTF"));
+    assert!(
+        text.contains(
+            "#0 sock_ops_map     fd 100  shared by name: seed_sockops.o, seed_redir_btf.o"
+        ),
+        "{text}"
+    );
+    for reference in [
+        "seed_sockops.o bpf_sockops_v4 insn  23: sock_ops_map (its map #0) -> set map #0 sock_ops_map, fd 100",
+        "seed_redir_btf.o bpf_tcpip_bypass insn  16: sock_ops_map (its map #0) -> set map #0 sock_ops_map, fd 100",
+    ] {
+        assert!(text.contains(reference), "{reference}\n{text}");
+    }
+    // Both programs patched with the shared map's fd.
+    assert_eq!(text.matches("ld_pseudo\tr2, 1, 100").count(), 2, "{text}");
+    assert!(text.contains("BPF_MAP_CREATE x1;"), "{text}");
+    assert!(text.contains("BPF_PROG_ATTACH bpf_tcpip_bypass to sock_ops_map (BPF_SK_MSG_VERDICT)"));
+}
+
+#[test]
+fn two_objects_that_disagree_are_one_error_line() {
+    let err = explain_error(&[&fixture("seed_sockops.o"), &fixture("seed_redir_small.o")]);
+    assert!(
+        err.starts_with("rawload: error: map 'sock_ops_map' is declared in seed_sockops.o with max_entries 65535"),
         "{err}"
     );
 }

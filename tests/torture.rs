@@ -1310,6 +1310,35 @@ fn s12_client_in_another_namespace(env: &TestEnv, netns: &Netns) {
     );
 }
 
+/// Two namespaces plugged into a bridge of the host, as a container
+/// runtime does it, at `a` and `b` (/24 addresses the test chose).
+struct Pods {
+    bridge: Bridge,
+    a: Netns,
+    b: Netns,
+    port_a: Veth,
+    port_b: Veth,
+}
+
+impl Pods {
+    fn new(tag: &str, a: &str, b: &str) -> Pods {
+        let bridge = Bridge::new();
+        let (na, nb) = (
+            Netns::new(&format!("{tag}a")),
+            Netns::new(&format!("{tag}b")),
+        );
+        let port_a = bridge.port(1, &na, &format!("{a}/24"));
+        let port_b = bridge.port(2, &nb, &format!("{b}/24"));
+        Pods {
+            bridge,
+            a: na,
+            b: nb,
+            port_a,
+            port_b,
+        }
+    }
+}
+
 /// Scenario 14's containers: bridge addresses the test chose.
 const S14_A: &str = "10.213.14.2";
 const S14_B: &str = "10.213.14.3";
@@ -1322,39 +1351,99 @@ const S14_E: &str = "10.213.14.4";
 /// --hold` is learned and paired.
 #[test]
 fn s14_containers_on_a_bridge() {
-    let bridge = Bridge::new();
-    let (a, b) = (Netns::new("s14a"), Netns::new("s14b"));
-    let port_a = bridge.port(1, &a, &format!("{S14_A}/24"));
-    let _port_b = bridge.port(2, &b, &format!("{S14_B}/24"));
+    let Pods {
+        bridge,
+        a,
+        b,
+        port_a,
+        port_b: _port_b,
+    } = Pods::new("s14", S14_A, S14_B);
     let env = TestEnv::new("s14");
     let bytes = scale(8 * MIB, 64 * MIB);
     let plain = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
     assert!(
-        plain.1 >= 2 * bytes,
+        plain.wire >= 2 * bytes,
         "plain TCP: the payload crossed the veth ({} B)",
-        plain.1
+        plain.wire
     );
     ok(env.attach(&[]));
     let paired = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
-    s14_assert_paired("two namespaces on a bridge", &paired, bytes, 2 * bytes);
+    paired.assert_paired("two namespaces on a bridge", 2 * bytes);
     s14_isolated_twins(&env, &a, &b, &port_a, bytes);
     let after_twins = s14_bridged_pair(&env, &a, &b, S14_A, bytes, &port_a);
-    s14_assert_paired("after the twins went", &after_twins, bytes, 2 * bytes);
+    after_twins.assert_paired("after the twins went", 2 * bytes);
     report(
         "14-containers",
         format!(
             "{} MiB each way between two namespaces on a bridge: {} B crossed the veth with plain TCP, {} B with rawload",
             bytes / MIB,
-            plain.1,
-            paired.1
+            plain.wire,
+            paired.wire
         ),
     );
     finish(&env);
     s14_hold_learns_a_new_namespace(&env, &bridge, &a, bytes);
 }
 
-/// A transfer from a client in `client_ns` to a server in `server_ns` on
-/// `host`: the transfer, what crossed `veth`, what was redirected.
+/// A verified transfer whose ends may sit in different namespaces: what
+/// crossed `veth` meanwhile, and the counters' deltas (none before the
+/// attach).
+struct Crossing {
+    transfer: Transfer,
+    wire: u64,
+    delta: BTreeMap<String, u64>,
+}
+
+impl Crossing {
+    fn run(
+        env: &TestEnv,
+        listen: &str,
+        connect: (&str, Option<u16>),
+        server: &[&str],
+        client: &[&str],
+        veth: &Veth,
+    ) -> Crossing {
+        let (before, wire) = (counters_if_attached(env), veth.bytes());
+        let transfer = pair_at(env, listen, connect, server, client);
+        assert_intact(&transfer);
+        let after = counters_if_attached(env);
+        let delta = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .collect();
+        Crossing {
+            transfer,
+            wire: veth.bytes() - wire,
+            delta,
+        }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.delta.get(name).copied().unwrap_or(0)
+    }
+
+    /// Every byte was redirected, and the veth carried no more than the
+    /// handshakes and teardowns (well under 16 KiB).
+    fn assert_paired(&self, what: &str, payload: u64) {
+        assert!(
+            self.transfer.payload >= payload,
+            "{what}: {payload} B of payload"
+        );
+        assert_eq!(
+            self.counter("bytes_redirected"),
+            self.transfer.payload,
+            "{what}: every byte redirected"
+        );
+        assert!(
+            self.wire < 16 * 1024,
+            "{what}: {} B crossed the veth",
+            self.wire
+        );
+    }
+}
+
+/// A transfer of `bytes` each way from a client in `client_ns` to a server
+/// in `server_ns` on `host`.
 fn s14_bridged_pair(
     env: &TestEnv,
     server_ns: &Netns,
@@ -1362,23 +1451,16 @@ fn s14_bridged_pair(
     host: &str,
     bytes: u64,
     veth: &Veth,
-) -> (Transfer, u64, u64) {
-    let (before, wire) = (counters_if_attached(env), veth.bytes());
+) -> Crossing {
     let size = bytes.to_string();
-    let t = pair_at(
+    Crossing::run(
         env,
         &format!("{host}:0"),
         (host, None),
         &["--netns", &server_ns.0, "--bytes", &size],
         &["--netns", &client_ns.0, "--bytes", &size],
-    );
-    assert_intact(&t);
-    let redirected = counters_if_attached(env)
-        .get("bytes_redirected")
-        .map_or(0, |after| {
-            after - before.get("bytes_redirected").copied().unwrap_or(0)
-        });
-    (t, veth.bytes() - wire, redirected)
+        veth,
+    )
 }
 
 /// The counters, or none before the attach.
@@ -1387,19 +1469,6 @@ fn counters_if_attached(env: &TestEnv) -> BTreeMap<String, u64> {
         true => env.counters(),
         false => BTreeMap::new(),
     }
-}
-
-/// Every byte was redirected, and the veth carried no more than the
-/// handshakes and teardowns (well under 16 KiB).
-fn s14_assert_paired(
-    what: &str,
-    (t, wire, redirected): &(Transfer, u64, u64),
-    bytes: u64,
-    payload: u64,
-) {
-    assert!(t.payload >= payload, "{what}: {bytes} B each way");
-    assert_eq!(*redirected, t.payload, "{what}: every byte redirected");
-    assert!(*wire < 16 * 1024, "{what}: {wire} B crossed the veth");
 }
 
 /// Two isolated namespaces hold the bridged namespaces' addresses on a wire
@@ -1525,12 +1594,9 @@ fn s14_hold_learns_a_new_namespace(env: &TestEnv, bridge: &Bridge, a: &Netns, by
     }
     assert!(attached, "attach --hold did not attach");
     assert!(learned, "attach --hold did not learn {S14_E} within 15 s");
-    s14_assert_paired(
-        "a namespace that came after attach --hold",
-        &paired.unwrap(),
-        bytes,
-        2 * bytes,
-    );
+    paired
+        .unwrap()
+        .assert_paired("a namespace that came after attach --hold", 2 * bytes);
     assert!(exited, "attach --hold did not exit on SIGTERM");
     assert!(hold.wait().unwrap().success(), "attach --hold failed");
     assert!(
@@ -1583,11 +1649,14 @@ const S15_SERVICE: &str = "10.213.99.1";
 /// port DNAT'd in the host's (`podman run -p`) never pair, and stay intact.
 #[test]
 fn s15_same_node_paths() {
-    let bridge = Bridge::new();
+    let Pods {
+        bridge,
+        a,
+        b,
+        port_a,
+        port_b,
+    } = Pods::new("s15", S15_A, S15_B);
     ip(&["addr", "add", &format!("{S15_HOST}/24"), "dev", &bridge.0]);
-    let (a, b) = (Netns::new("s15a"), Netns::new("s15b"));
-    let port_a = bridge.port(1, &a, &format!("{S15_A}/24"));
-    let port_b = bridge.port(2, &b, &format!("{S15_B}/24"));
     for ns in [&a, &b] {
         ip(&["-n", &ns.0, "route", "add", "default", "via", S15_HOST]);
     }
@@ -1608,11 +1677,7 @@ fn s15_same_node_paths() {
             client,
             veth,
         );
-        assert!(
-            t.redirected > 0 && t.redirected == t.transfer.payload,
-            "{what}: every byte redirected"
-        );
-        assert!(t.wire < 16 * 1024, "{what}: {} B crossed the veth", t.wire);
+        t.assert_paired(what, 2 * MIB);
         report(
             "15-same-node",
             format!(
@@ -1655,16 +1720,7 @@ fn s15_same_node_paths() {
     finish(&env);
 }
 
-struct S15Transfer {
-    transfer: Transfer,
-    wire: u64,
-    redirected: u64,
-    inserted: u64,
-    skipped_peer: u64,
-}
-
-/// A 1 MiB transfer each way from `client` args to `server` args, with
-/// what crossed `veth` and the counters' deltas.
+/// A 1 MiB transfer each way, the client reading with FIONREAD checks.
 fn s15_pair(
     env: &TestEnv,
     listen: &str,
@@ -1672,8 +1728,7 @@ fn s15_pair(
     server: &[&str],
     client: &[&str],
     veth: &Veth,
-) -> S15Transfer {
-    let (before, wire) = (env.counters(), veth.bytes());
+) -> Crossing {
     let server: Vec<&str> = server.iter().copied().chain(["--bytes", "1M"]).collect();
     let client: Vec<&str> = client
         .iter()
@@ -1681,30 +1736,34 @@ fn s15_pair(
         .chain(["--bytes", "1M"])
         .chain(FIONREAD_READER)
         .collect();
-    let transfer = pair_at(env, listen, connect, &server, &client);
-    assert_intact(&transfer);
+    let t = Crossing::run(env, listen, connect, &server, &client, veth);
     assert_eq!(
-        fionread_wrong(&transfer),
+        fionread_wrong(&t.transfer),
         0,
         "{listen}: FIONREAD said 0 for readable bytes"
     );
-    let after = env.counters();
-    S15Transfer {
-        transfer,
-        wire: veth.bytes() - wire,
-        redirected: delta(&before, &after, "bytes_redirected"),
-        inserted: delta(&before, &after, "sockets_inserted"),
-        skipped_peer: delta(&before, &after, "skipped_peer"),
-    }
+    t
 }
 
 /// Nothing redirected, the server never joined, at most `client_joined`
 /// sockets joined (a client whose address pairs joins, then leaves), and
 /// the payload crossed the veth.
-fn s15_assert_untouched(what: &str, t: &S15Transfer, client_joined: u64) {
-    assert_eq!(t.redirected, 0, "{what}: nothing redirected");
-    assert_eq!(t.skipped_peer, 1, "{what}: the server stayed out");
-    assert_eq!(t.inserted, client_joined, "{what}: sockets that joined");
+fn s15_assert_untouched(what: &str, t: &Crossing, client_joined: u64) {
+    assert_eq!(
+        t.counter("bytes_redirected"),
+        0,
+        "{what}: nothing redirected"
+    );
+    assert_eq!(
+        t.counter("skipped_peer"),
+        1,
+        "{what}: the server stayed out"
+    );
+    assert_eq!(
+        t.counter("sockets_inserted"),
+        client_joined,
+        "{what}: sockets that joined"
+    );
     assert!(
         t.wire >= t.transfer.payload,
         "{what}: the payload took the veth"

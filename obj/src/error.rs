@@ -110,6 +110,13 @@ pub enum Error {
     },
     /// At load time: a map reference past the end of its program.
     MapRefOutOfRange { program: String, insn: usize },
+    /// Two objects of one set ([`crate::combine`]) that cannot be loaded
+    /// together, by their names, and why.
+    Combine {
+        first: String,
+        second: String,
+        problem: CombineProblem,
+    },
     /// A `kfield_*` global that does not declare a kernel field the way
     /// [`crate::kfield`] reads it.
     KFieldGlobal(KFieldGlobalProblem),
@@ -334,6 +341,29 @@ pub enum LinkProblem {
     CallTooFar { insn: usize },
 }
 
+/// Why two objects cannot be loaded as one set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CombineProblem {
+    /// Both declare the map `map`, differently: `field` (a
+    /// `struct bpf_map_def` member) is `first` in one and `second` in the
+    /// other.
+    MapDiffers {
+        map: String,
+        field: &'static str,
+        first: u32,
+        second: u32,
+    },
+    /// Both have a program of this type; rawload loads one of each.
+    Program { prog_type: ProgType },
+    /// Both define this global variable; the loader sets globals by name.
+    Global { name: String },
+    /// Their licenses differ; every program is loaded with the set's one.
+    License { first: String, second: String },
+    /// Both would create a global data map of this name (objects with the
+    /// same file name).
+    DataMap { map: String },
+}
+
 /// Why a global variable cannot be set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GlobalProblem {
@@ -449,6 +479,11 @@ impl fmt::Display for Error {
                 f,
                 "program '{program}' has a map reference at instruction {insn}, past its end"
             ),
+            Error::Combine {
+                first,
+                second,
+                problem,
+            } => combine(f, first, second, problem),
             Error::KFieldGlobal(problem) => write!(f, "{problem}"),
             Error::KernelField {
                 strukt,
@@ -471,6 +506,49 @@ fn relocation(
         write!(f, " (symbol '{symbol}')")?;
     }
     write!(f, " {problem}")
+}
+
+fn combine(f: &mut fmt::Formatter<'_>, a: &str, b: &str, problem: &CombineProblem) -> fmt::Result {
+    match problem {
+        CombineProblem::MapDiffers {
+            map,
+            field,
+            first,
+            second,
+        } => write!(
+            f,
+            "map '{map}' is declared in {a} with {field} {} and in {b} with {field} {}; \
+             a map shared by name must be declared the same in every object",
+            map_field(field, *first),
+            map_field(field, *second)
+        ),
+        CombineProblem::Program { prog_type } => write!(
+            f,
+            "{a} and {b} both have a {} program; rawload loads one of each type, so leave one of them out",
+            prog_type.name()
+        ),
+        CombineProblem::Global { name } => write!(
+            f,
+            "{a} and {b} both define the global variable '{name}'; the loader sets globals by name, so rename one"
+        ),
+        CombineProblem::License { first, second } => write!(
+            f,
+            "{a} has license \"{first}\" and {b} \"{second}\"; the programs are loaded with one license, so the objects must declare the same"
+        ),
+        CombineProblem::DataMap { map } => write!(
+            f,
+            "{a} and {b} would both create the global data map '{map}' (two objects with one file name); rename one file"
+        ),
+    }
+}
+
+/// A `struct bpf_map_def` field's value as a C programmer writes it.
+fn map_field(field: &str, value: u32) -> String {
+    match field {
+        "type" => MapType(value).name().to_string(),
+        "map_flags" => format!("{value:#x}"),
+        _ => value.to_string(),
+    }
 }
 
 fn global(f: &mut fmt::Formatter<'_>, name: &str, problem: &GlobalProblem) -> fmt::Result {

@@ -16,6 +16,7 @@
 //! | [`error`]  | why an object is refused: [`Error`], one variant per failure |
 //! | [`btf`]    | the BTF reader behind `.maps` and kernel fields |
 //! | [`obj`]    | the object model: map and program specs with symbolic map references |
+//! | [`combine`] | several objects as one set: maps shared by name, references renumbered |
 //! | [`insn`]   | one eBPF instruction |
 //! | [`reloc`]  | linking bpf-to-bpf calls; patching map fds into `ld_imm64` |
 //! | [`disasm`] | instructions as text, as `llvm-objdump -d` prints them |
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod btf;
+pub mod combine;
 pub mod disasm;
 pub mod elf;
 pub mod error;

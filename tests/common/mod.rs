@@ -250,22 +250,63 @@ pub fn assert_intact(t: &Transfer) {
     );
 }
 
+/// Asserts that the transfer's bytes were redirected: `lo` grew by less
+/// than 1% of the payload (the handshakes), not by twice it as over TCP.
+pub fn assert_bypassed(t: &Transfer) {
+    assert!(
+        t.lo_delta * 100 < t.payload,
+        "loopback grew {} B for {} B of payload: the bytes were not redirected",
+        t.lo_delta,
+        t.payload
+    );
+}
+
 /// Program ids `bpftool prog show` lists (Debian's bpftool, an independent
 /// reader of the kernel's state).
 pub fn bpftool_prog_ids() -> Vec<u32> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .expect("bpftool is installed (make test-deps)");
-    assert!(
-        out.status.success(),
-        "bpftool prog show failed: {}",
-        stderr(&out)
-    );
-    stdout(&out)
+    bpftool_ids("prog")
+}
+
+/// Map ids `bpftool map show` lists.
+pub fn bpftool_map_ids() -> Vec<u32> {
+    bpftool_ids("map")
+}
+
+/// The ids of `bpftool <kind> show`: each object's first line is `ID: ...`.
+fn bpftool_ids(kind: &str) -> Vec<u32> {
+    bpftool(&[kind, "show"])
         .lines()
         .filter_map(|l| l.split(':').next()?.trim().parse().ok())
         .collect()
+}
+
+/// Waits until every program `bpftool prog show` lists was already there
+/// before the test: programs are freed shortly after the last socket holding
+/// them closes. (Programs of an earlier test may vanish meanwhile.)
+pub fn wait_for_programs(before: &[u32]) {
+    wait_gone("programs", bpftool_prog_ids, before);
+}
+
+/// Waits until every map `bpftool map show` lists was already there before.
+pub fn wait_for_maps(before: &[u32]) {
+    wait_gone("maps", bpftool_map_ids, before);
+}
+
+/// Waits (10 s at most, else fails the test) until `list` shows no id that
+/// is not in `before`.
+fn wait_gone(what: &str, list: fn() -> Vec<u32>, before: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let new: Vec<u32> = list()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} left behind: {new:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn bpftool(args: &[&str]) -> String {

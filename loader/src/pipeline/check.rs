@@ -5,10 +5,13 @@
 use std::os::fd::AsFd;
 
 use anyhow::{Context, Result, bail};
+use rawload_obj::combine::combine;
 use rawload_obj::obj::{Object, ProgramSpec, RefKind};
 use rawload_obj::uapi::ProgType;
 
-use super::{AttachOptions, MAX_STREAM_BYTES, detach_dir};
+use super::{
+    AttachOptions, MAX_STREAM_BYTES, ObjectSource, detach_dir, objects_text, read_objects,
+};
 use crate::attach::Cgroup;
 use crate::contract::{self, PORTS_MAP, global};
 use crate::narrate;
@@ -34,14 +37,13 @@ pub fn check_options(opts: &AttachOptions) -> Result<Plan> {
         cgroup.path.display(),
         cgroup.id
     );
-    let obj = opts.object.parse()?;
-    contract::check(&obj).with_context(|| format!("checking {}", opts.object))?;
+    let obj = read_set(&opts.objects)?;
     let sock_ops = obj.program(ProgType::SOCK_OPS)?.clone();
     let sk_msg = obj.program(ProgType::SK_MSG)?.clone();
     let socket_map = socket_map(&obj, &sk_msg)?;
     narrate!(
         "2. read {}: programs {}, maps {} (rawload explain shows all of it)",
-        opts.object,
+        objects_text(&opts.objects),
         obj.programs
             .iter()
             .map(|p| p.name.as_str())
@@ -66,6 +68,16 @@ pub fn check_options(opts: &AttachOptions) -> Result<Plan> {
         socket_map,
         ports,
     })
+}
+
+/// Reads the objects, holds each to the contract, and combines them into
+/// one set: maps of one name become one map (`rawload_obj::combine`).
+fn read_set(sources: &[ObjectSource]) -> Result<Object> {
+    let objects = read_objects(sources)?;
+    for ((_, obj), source) in objects.iter().zip(sources) {
+        contract::check(obj).with_context(|| format!("checking {source}"))?;
+    }
+    Ok(combine(objects)?.object)
 }
 
 /// The options a custom `--object` cannot honour fail here, not later.

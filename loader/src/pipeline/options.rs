@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rawload_obj::elf;
 use rawload_obj::obj::Object;
 
@@ -57,6 +57,40 @@ impl ObjectSource {
     pub fn parse(&self) -> Result<Object> {
         elf::parse(&self.bytes()?).with_context(|| format!("reading {self}"))
     }
+
+    /// Its file name: how messages about several objects name it, and the
+    /// prefix of its global data maps among them (`seed_redir.bss`).
+    pub fn name(&self) -> String {
+        match self {
+            ObjectSource::Embedded { debug: false } => "rawload.bpf.o".into(),
+            ObjectSource::Embedded { debug: true } => "rawload-debug.bpf.o".into(),
+            ObjectSource::File(path) => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |f| f.to_string_lossy().into(),
+            ),
+            ObjectSource::Static { name, .. } => (*name).into(),
+        }
+    }
+}
+
+/// Reads every object, each with its name, for
+/// [`rawload_obj::combine::combine`]: what `attach`
+/// loads as one set, and what `explain` shows.
+pub fn read_objects(sources: &[ObjectSource]) -> Result<Vec<(String, Object)>> {
+    if sources.is_empty() {
+        bail!("no object to load: give at least one --object FILE");
+    }
+    let mut objects = Vec::with_capacity(sources.len());
+    for source in sources {
+        objects.push((source.name(), source.parse()?));
+    }
+    Ok(objects)
+}
+
+/// `object a.o and object b.o`: the sources in a sentence.
+pub fn objects_text(sources: &[ObjectSource]) -> String {
+    let names: Vec<String> = sources.iter().map(ToString::to_string).collect();
+    names.join(" and ")
 }
 
 impl fmt::Display for ObjectSource {
@@ -78,7 +112,9 @@ impl fmt::Display for ObjectSource {
 pub struct AttachOptions {
     pub cgroup: PathBuf,
     pub pin_dir: PathBuf,
-    pub object: ObjectSource,
+    /// One object with every program, or several that together have them
+    /// (the seeds' two), their maps shared by name (`--object`, repeated).
+    pub objects: Vec<ObjectSource>,
     /// Only connections with one of these ports are accelerated.
     pub ports: Option<PortSet>,
     /// Connections with one of these ports are never accelerated.
