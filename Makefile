@@ -47,8 +47,9 @@ APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
 all: rawload
 
 # A fully static, self-contained binary, at most 2.25 MiB (checked; 2 MiB
-# until the namespace scanner of issue 11 took it to 2.04 MiB: the budget
-# is there to catch a dependency or glibc's NSS sneaking in). --target
+# until issue 11's namespace scanner and object combiner took it to 2.06
+# MiB: the budget is there to catch a dependency or glibc's NSS sneaking
+# in). --target
 # must be explicit with crt-static so the flag does not reach build scripts
 # and proc-macros. Not position-independent: static-pie carries ~90 KB of
 # relocations, and the budget matters more for a short-lived root CLI than
