@@ -11,6 +11,11 @@ echo "$doctor" | sed 's/^/MATRIX DOCTOR /'
 rawload selftest --bytes "${RAWLOAD_BYTES:-16M}" 2>&1; selftest_rc=$?
 # Informational: how this kernel treats sockmap sockets (never the verdict).
 behaviours.sh 2>&1 | grep '^MATRIX'
+# Informational too: two namespaces on a bridge, as containers are
+# (tests/vm/containers.sh). Its own waits are bounded, and this bounds the
+# whole (TERM lets it clean up; KILL 10 s later).
+timeout -k 10 180 containers.sh 2>&1 | grep '^MATRIX' ||
+    echo "MATRIX WARN containers.sh printed no MATRIX line (ended by its timeout?)"
 if [ "$doctor_rc" = 0 ] && [ "$selftest_rc" = 0 ]; then verdict=PASS; else verdict=FAIL; fi
 echo "MATRIX VERDICT: $verdict kernel=$(uname -r) doctor_rc=$doctor_rc selftest_rc=$selftest_rc uptime=$(cut -d' ' -f1 /proc/uptime)"
 # Informational too, and after the verdict, so that nothing it does (a hang,

@@ -197,56 +197,70 @@ fetch_kernel() {
     echo "$CACHE/vmlinux-$pkg"
 }
 
-# kTLS in the guests (the conformance test's ktls case): Debian builds the
-# tls ULP and the AES-GCM pieces as modules, and the initramfs has no
-# modprobe. Copies them for LABEL's kernel, with their dependencies (each
-# .ko's own depends= field), uncompressed, into $CACHE/ktls/KVER/, and a
-# file `load` listing them in load order (tests/vm/init insmods them). The
-# modules come from the image package, or from linux-modules-V where Debian
-# splits it out (unstable). A kernel without a tls module gets nothing.
-fetch_ktls_modules() {
-    local label=$1 pkg split deb x kver out
+# Modules for the guests: the initramfs has no modprobe, and Debian builds
+# these as modules. kTLS (the conformance test's ktls case): the tls ULP and
+# the AES-GCM pieces. Containers (tests/vm/containers.sh): veth and the
+# bridge (with stp and llc). GUEST_MODULES lists them; each is copied for
+# LABEL's kernel with its dependencies (each .ko's own depends= field),
+# uncompressed, into $CACHE/modules/KVER/, with a file `load` listing them in
+# load order (tests/vm/init insmods them). The modules come from the image
+# package, or from linux-modules-V where Debian splits it out (unstable). A
+# module the package does not hold (built in, or not built: 5.10's cloud
+# kernel has no tls) is left out; what the guest then cannot do, its checks
+# say.
+GUEST_MODULES="tls gcm ghash-generic ctr veth bridge"
+# Where they live under kernel/ in the package (what is extracted).
+GUEST_MODULE_DIRS="net/tls crypto lib drivers/net/veth.ko* net/bridge net/802 net/llc"
+fetch_modules() {
+    local label=$1 pkg split deb x kver out d patterns=()
     pkg=$(cat "$CACHE/pkg-$label")
-    [ -e "$CACHE/ktls/.done-$pkg" ] && return 0
+    # Done for this package with this module list.
+    [ "$(cat "$CACHE/modules/.done-$pkg" 2>/dev/null)" = "$GUEST_MODULES" ] && return 0
     apt_setup "$label"
     split=linux-modules-${pkg#linux-image-}
     apt-cache "${APT_OPTS[@]}" show "$split" >/dev/null 2>&1 || split=$pkg
     deb=$(ls "$CACHE"/debs/"${split}"_*.deb 2>/dev/null | head -1 || true)
     if [ -z "$deb" ]; then
         (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" download "$split" >/dev/null 2>&1) \
-            || { echo "  (downloading $split failed: no kTLS in the $label guest)" >&2; return 0; }
+            || { echo "  (downloading $split failed: no modules (kTLS, veth, bridge) in the $label guest)" >&2; return 0; }
         deb=$(ls "$CACHE"/debs/"${split}"_*.deb | head -1)
     fi
+    for d in $GUEST_MODULE_DIRS; do
+        patterns+=("./lib/modules/*/kernel/$d" "./usr/lib/modules/*/kernel/$d")
+    done
     x=$(mktemp -d)
-    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards \
-        './lib/modules/*/kernel/net/tls/*' './usr/lib/modules/*/kernel/net/tls/*' \
-        './lib/modules/*/kernel/crypto/*' './usr/lib/modules/*/kernel/crypto/*' \
-        './lib/modules/*/kernel/lib/*' './usr/lib/modules/*/kernel/lib/*' 2>/dev/null || true
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards "${patterns[@]}" 2>/dev/null || true
     kver=$(cd "$x" && find . -type d -regex '.*/lib/modules/[^/]*' | head -1)
     kver=${kver##*/}
-    out=$CACHE/ktls/$kver
-    if [ -n "$kver" ] && [ ! -s "$out/load" ] && find "$x" -name 'tls.ko*' | grep -q .; then
+    if [ -n "$kver" ]; then
+        out=$CACHE/modules/$kver
         rm -rf "$out" && mkdir -p "$out"
         local m
-        for m in tls gcm ghash-generic ctr; do ktls_add "$x" "$out" "$m"; done
+        for m in $GUEST_MODULES; do module_add "$x" "$out" "$m"; done
+        echo "  ($label guest modules: $(paste -sd' ' "$out/load" 2>/dev/null))" >&2
     fi
     rm -rf "$x"
-    mkdir -p "$CACHE/ktls" && touch "$CACHE/ktls/.done-$pkg"
+    mkdir -p "$CACHE/modules" && echo "$GUEST_MODULES" > "$CACHE/modules/.done-$pkg"
 }
 
-# ktls_add TREE OUT NAME: NAME's dependencies, then NAME, into OUT (once).
-ktls_add() {
-    local tree=$1 out=$2 name=$3 file dep
+# module_add TREE OUT NAME: NAME's dependencies, then NAME, into OUT (once).
+# Debian's modules are .ko (up to 6.1), .ko.xz (6.12, 7.x) or .ko.zst.
+module_add() {
+    local tree=$1 out=$2 name=$3 file dep n
     grep -qx "$name" "$out/load" 2>/dev/null && return 0
-    file=$(find "$tree" \( -name "$name.ko" -o -name "$name.ko.xz" -o -name "${name//_/-}.ko" \
-           -o -name "${name//_/-}.ko.xz" \) | head -1)
+    file=""
+    for n in "$name" "${name//_/-}"; do
+        file=$(find "$tree" \( -name "$n.ko" -o -name "$n.ko.xz" -o -name "$n.ko.zst" \) | head -1)
+        [ -z "$file" ] || break
+    done
     [ -n "$file" ] || return 0   # built in (or absent): nothing to load
     case $file in
     *.xz) xz -dc "$file" > "$out/$name.ko" ;;
+    *.zst) zstd -qdc "$file" > "$out/$name.ko" ;;
     *) cp "$file" "$out/$name.ko" ;;
     esac
     for dep in $(tr '\0' '\n' < "$out/$name.ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
-        ktls_add "$tree" "$out" "$dep"
+        module_add "$tree" "$out" "$dep"
     done
     echo "$name" >> "$out/load"
 }
@@ -255,12 +269,13 @@ build_initramfs() {
     local root=$CACHE/initramfs
     rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp,run}
     cp /bin/busybox "$root/bin/busybox"
-    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail mktemp kill rm insmod; do
+    for a in sh mount mkdir rmdir cat cut sed echo ip poweroff sync sleep uname ls grep head tail mktemp kill rm insmod \
+             unshare nsenter readlink timeout tr; do
         ln -s busybox "$root/bin/$a"
     done
     cp "$BIN" "$root/bin/rawload"
-    if [ -d "$CACHE/ktls" ]; then
-        mkdir -p "$root/lib/modules" && cp -r "$CACHE"/ktls/*/ "$root/lib/modules/" 2>/dev/null || true
+    if [ -d "$CACHE/modules" ]; then
+        mkdir -p "$root/lib/modules" && cp -r "$CACHE"/modules/*/ "$root/lib/modules/" 2>/dev/null || true
     fi
     if [ -x "$CONFORMANCE_BIN" ]; then
         cp "$CONFORMANCE_BIN" "$root/bin/rawload-conformance"
@@ -270,12 +285,13 @@ build_initramfs() {
     cp "$ROOT/tests/vm/init" "$root/init"
     cp "$ROOT/tests/vm/checks.sh" "$root/bin/checks.sh"
     cp "$ROOT/tests/vm/behaviours.sh" "$root/bin/behaviours.sh"
+    cp "$ROOT/tests/vm/containers.sh" "$root/bin/containers.sh"
     # RAWLOAD_MATRIX_EXTRA=DIR: copied to /extra; /extra/run.sh runs before
     # the selftest (for trying a feature on every kernel).
     if [ -n "${RAWLOAD_MATRIX_EXTRA:-}" ]; then
         cp -r "$RAWLOAD_MATRIX_EXTRA" "$root/extra"
     fi
-    chmod 755 "$root/init" "$root/bin/rawload"
+    chmod 755 "$root/init" "$root/bin/rawload" "$root"/bin/*.sh
     # /dev/console must exist before devtmpfs is mounted, or /init has no stdout.
     mknod -m 600 "$root/dev/console" c 5 1
     mknod -m 666 "$root/dev/null" c 1 3
@@ -367,7 +383,7 @@ for l in "${labels[@]}"; do
     [ "$l" = host ] && continue
     [ -n "${DEBIAN_ARCHIVE:-}" ] || debian_archives
     VMLINUX[$l]=$(fetch_kernel "$l")
-    fetch_ktls_modules "$l"
+    fetch_modules "$l"
 done
 build_initramfs
 
@@ -399,16 +415,19 @@ printf '%-6s %-28s %-10s %7s  %s\n' label kernel verdict time probes
 for s in "${summary[@]}"; do echo "$s"; done
 echo
 echo "kernel behaviours (tests/vm/behaviours.sh; docs/KERNEL-ISSUES.md)"
-printf '%-6s %-30s %-12s %-16s %-15s %-22s %-16s %s\n' label "fill: EAGAIN after tcp / rawload" "fionread=0 outside/redir" \
-    "reader pauses: parked, sender" "" "no bound: parked / tcp_mem limit" "" "spurious_eagain splice"
+printf '%-6s %-30s %-12s %-16s %-15s %-22s %-16s %-22s %s\n' label "fill: EAGAIN after tcp / rawload" "fionread=0 outside/redir" \
+    "reader pauses: parked, sender" "" "no bound: parked / tcp_mem limit" "" "spurious_eagain splice" \
+    "containers: bridge_pair (tests/vm/containers.sh)"
 for l in "${labels[@]}"; do
     # (The serial console ends lines with \r\n.)
     b() { grep -a -o "MATRIX BEHAVIOUR $1 [^ ]*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4 | tr -d '\r'; }
-    printf '%-6s %-30s %-12s %-32s %-39s %s\n' "$l" "$(b fill_tcp) / $(b fill_rawload)" \
+    # The whole value, for the behaviours whose value has several words.
+    bl() { grep -a -o "MATRIX BEHAVIOUR $1 .*" "$CACHE/logs/$l.log" | tail -1 | cut -d' ' -f4- | tr -d '\r'; }
+    printf '%-6s %-30s %-12s %-32s %-39s %-22s %s\n' "$l" "$(b fill_tcp) / $(b fill_rawload)" \
         "$(b fionread_zero) / $(b fionread_zero_redirected)" \
         "$(b stream_policy_parked_mib) MiB, $(b stream_policy_sender)" \
         "$(b slow_reader_parked_mib) / $(b slow_reader_tcp_mem_limit_mib) MiB, $(b slow_reader_sender)" \
-        "$(b spurious_eagain) $(b splice_received)"
+        "$(b spurious_eagain) $(b splice_received)" "$(v=$(bl bridge_pair); echo "${v:--}")"
 done
 echo
 conformance_table "${labels[@]}"
