@@ -169,10 +169,16 @@ bench: rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root: sudo make bench"; exit 1; }
 	./rawload bench $(BENCH_ARGS)
 
-# iperf3, redis, nginx+wrk, mariadb+sysbench with and without rawload.
+# iperf3, redis, nginx+wrk, mariadb+sysbench with and without rawload
+# (bench/apps.sh), then HTTP between podman containers (bench/containers.sh:
+# wrk -> nginx load balancer -> two nginx backends, and wrk -> nginx inside
+# one container). BENCH_ARGS go to both (--quick, --rounds N, --cpus LIST);
+# CONTAINERS=0 skips the containers.
+CONTAINERS ?= 1
 bench-apps: rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-apps needs root: sudo make bench-apps"; exit 1; }
 	bench/apps.sh $(BENCH_ARGS)
+	@[ "$(CONTAINERS)" = 0 ] || bench/containers.sh $(BENCH_ARGS)
 
 # The cost of loading: rawload vs bpftool vs aya (attach/detach time, RSS, size).
 bench-loaders: rawload test-deps
