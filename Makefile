@@ -33,7 +33,8 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                tests/fixtures/globals.o tests/fixtures/other_sockops.o
 
 APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
-                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
+                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd \
+                     podman runc
 
 .PHONY: all rawload conformance test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \
         bench bench-apps bench-loaders
@@ -128,8 +129,9 @@ lint:
 
 # Kernel tests attach real programs; they must run as root and one at a time
 # (they share the machine's loopback counters). The host kernel is one row of
-# the kernel matrix; the others boot under qemu.
-test: test-deps lint check-prebuilt
+# the kernel matrix; the others boot under qemu. ./rawload (static) first:
+# tests/daemonset_podman.rs puts it into the DaemonSet's scratch image.
+test: test-deps lint check-prebuilt rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
 	$(CARGO) test --locked --workspace -- --test-threads=1
 	$(MAKE) --no-print-directory kernel-matrix
