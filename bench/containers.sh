@@ -168,13 +168,14 @@ RUN_OPTS=("${ULIMITS[@]}" --cgroup-parent "/$CG_NAME" --network "$NAME" --cpuset
 # packet whose mark has bit 0x2000 set, loopback included. It also sets
 # net.ipv4.ip_forward=1. The script puts the host back as it found it.
 #
-# rawload's probes (loader/src/probe.rs) mark their loopback sockets with
+# rawload before commit d193efd marked its probes' loopback sockets with
 # SO_MARK 0x72617770, which has bit 0x2000 (and 0x4000, kube-proxy's
-# masquerade bit): under netavark's rule the probe's server end sees the
-# connection come from another address, turns it away and waits in
-# accept() for ever, with SIGTERM blocked, so `rawload attach` hangs. Until
-# the loader avoids this, the script exempts exactly those packets on lo
-# from NAT while it runs (PROBE_RULE), and removes the exemption after.
+# masquerade bit): under netavark's rule the probe's server end saw the
+# connection come from another address, turned it away and waited in
+# accept() for ever, with SIGTERM blocked, so `rawload attach` hung. So
+# that such a binary can still be measured (RAWLOAD=), the script exempts
+# exactly those packets on lo from NAT while it runs (PROBE_RULE), and
+# removes the exemption after. Current rawload marks nothing.
 PROBE_MARK=0x72617770
 PROBE_RULE=(POSTROUTING -o lo -m mark --mark "$PROBE_MARK" -m comment --comment "rawload containers.sh: no NAT for rawload's probes" -j RETURN)
 FW_SAVED=0
