@@ -39,7 +39,8 @@ BPF_OBJECTS := prebuilt/rawload.bpf.o prebuilt/rawload-debug.bpf.o \
                $(SEED_PAIR) $(SEED_REDIR_VARIANTS)
 
 APT_TEST_PACKAGES := bpftool iproute2 nftables clang-14 llvm-14 linux-libc-dev \
-                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd
+                     qemu-system-x86 busybox-static cpio lz4 zstd xz-utils bc util-linux systemd \
+                     podman runc
 
 .PHONY: all rawload conformance test lint bpf check-prebuilt test-deps kernel-matrix torture fuzz clean \
         bench bench-apps bench-loaders
@@ -148,8 +149,9 @@ lint:
 
 # Kernel tests attach real programs; they must run as root and one at a time
 # (they share the machine's loopback counters). The host kernel is one row of
-# the kernel matrix; the others boot under qemu.
-test: test-deps lint check-prebuilt
+# the kernel matrix; the others boot under qemu. ./rawload (static) first:
+# tests/daemonset_podman.rs puts it into the DaemonSet's scratch image.
+test: test-deps lint check-prebuilt rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root (the tests load eBPF programs): sudo make test"; exit 1; }
 	$(CARGO) test --locked --workspace -- --test-threads=1
 	$(MAKE) --no-print-directory kernel-matrix
@@ -189,10 +191,16 @@ bench: rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root: sudo make bench"; exit 1; }
 	./rawload bench $(BENCH_ARGS)
 
-# iperf3, redis, nginx+wrk, mariadb+sysbench with and without rawload.
+# iperf3, redis, nginx+wrk, mariadb+sysbench with and without rawload
+# (bench/apps.sh), then HTTP between podman containers (bench/containers.sh:
+# wrk -> nginx load balancer -> two nginx backends, and wrk -> nginx inside
+# one container). BENCH_ARGS go to both (--quick, --rounds N, --cpus LIST);
+# CONTAINERS=0 skips the containers.
+CONTAINERS ?= 1
 bench-apps: rawload
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-apps needs root: sudo make bench-apps"; exit 1; }
 	bench/apps.sh $(BENCH_ARGS)
+	@[ "$(CONTAINERS)" = 0 ] || bench/containers.sh $(BENCH_ARGS)
 
 # The cost of loading: rawload vs bpftool vs aya (attach/detach time, RSS, size).
 bench-loaders: rawload test-deps
