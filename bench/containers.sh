@@ -168,16 +168,9 @@ RUN_OPTS=("${ULIMITS[@]}" --cgroup-parent "/$CG_NAME" --network "$NAME" --cpuset
 # packet whose mark has bit 0x2000 set, loopback included. It also sets
 # net.ipv4.ip_forward=1. The script puts the host back as it found it.
 #
-# rawload before commit d193efd marked its probes' loopback sockets with
-# SO_MARK 0x72617770, which has bit 0x2000 (and 0x4000, kube-proxy's
-# masquerade bit): under netavark's rule the probe's server end saw the
-# connection come from another address, turned it away and waited in
-# accept() for ever, with SIGTERM blocked, so `rawload attach` hung. So
-# that such a binary can still be measured (RAWLOAD=), the script exempts
-# exactly those packets on lo from NAT while it runs (PROBE_RULE), and
-# removes the exemption after. Current rawload marks nothing.
-PROBE_MARK=0x72617770
-PROBE_RULE=(POSTROUTING -o lo -m mark --mark "$PROBE_MARK" -m comment --comment "rawload containers.sh: no NAT for rawload's probes" -j RETURN)
+# (rawload before d193efd marked its probes' sockets with SO_MARK
+# 0x72617770, which has that bit: its attach hung under netavark's rule.
+# Today's probes use SO_PRIORITY.)
 FW_SAVED=0
 NFT_TABLES_BEFORE=""
 NETAVARK_BEFORE=0
@@ -190,20 +183,10 @@ save_host_net() {
     FW_SAVED=1
 }
 
-probe_exemption() { # add|remove
-    command -v iptables > /dev/null || return 0
-    local i
-    case $1 in
-        add) iptables -t nat -C "${PROBE_RULE[@]}" 2> /dev/null || iptables -t nat -I "${PROBE_RULE[@]:0:1}" 1 "${PROBE_RULE[@]:1}" ;;
-        remove) for ((i = 0; i < 10; i++)); do iptables -t nat -D "${PROBE_RULE[@]}" 2> /dev/null || break; done ;;
-    esac
-}
-
 # Chains netavark left (only when there were none before the run), the nf
 # tables that only they needed, and ip_forward.
 restore_host_net() {
     [ "$FW_SAVED" = 1 ] || return 0
-    probe_exemption remove
     local t line chain
     if [ "$NETAVARK_BEFORE" = 0 ] && command -v iptables > /dev/null; then
         for t in nat filter; do
@@ -318,7 +301,6 @@ cleanup() {
 
 if [ "$CLEANUP_ONLY" = 1 ]; then
     remove_all
-    probe_exemption remove
     log "removed what an earlier run left (containers $CTRS, network $NAME, image $IMAGE, cgroups $CG_NAME, pins $PIN)"
     exit 0
 fi
@@ -344,7 +326,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 save_host_net
-probe_exemption add
 TMP=$(mktemp -d /tmp/rawload-containers.XXXXXX)
 : > "$TMP/rawload.log"
 
