@@ -24,6 +24,7 @@ use crate::trace;
 use crate::traffic::{self, Pattern, PeerConfig, Reader, RecvMode, SendMode};
 use rawload_loader::attach;
 use rawload_loader::hostnet::{self, Cidr, Synced};
+use rawload_loader::narrate::counted;
 use rawload_loader::pin::DEFAULT_PIN_DIR;
 use rawload_loader::pipeline::{
     self, AttachOptions, AttachOutcome, Attached, CrossNetns, DetachOutcome, NetnsKeys,
@@ -639,12 +640,12 @@ fn attached_text(at: &Attached, opts: &AttachOptions) -> String {
         text.push_str("rawload: cleaned up the pins of an interrupted earlier attach\n");
     }
     text.push_str(&format!(
-        "rawload: attached to cgroup {} (pins in {})\n  programs {}; {} maps; {} host addresses treated as local\n",
+        "rawload: attached to cgroup {} (pins in {})\n  programs {}; {}; {} treated as local\n",
         at.cgroup.display(),
         at.pin_dir.display(),
         at.programs.join(", "),
-        at.maps,
-        at.host_addresses,
+        counted(at.maps, "map", "maps"),
+        counted(at.host_addresses, "host address", "host addresses"),
     ));
     text.push_str(match at.netns_keys {
         NetnsKeys::Yes => "  socket keys include the network namespace\n",

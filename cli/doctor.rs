@@ -13,6 +13,7 @@ use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use crate::status;
 use rawload_loader::attach;
 use rawload_loader::hostnet;
+use rawload_loader::narrate::counted;
 use rawload_loader::pin::{BPFFS_MOUNT, DEFAULT_PIN_DIR};
 use rawload_loader::probe;
 use rawload_obj::kfield;
@@ -281,9 +282,9 @@ fn namespaces() -> Check {
                 "namespaces",
                 Verdict::Ok,
                 format!(
-                    "{} network namespaces besides this one{unreadable}; {} addresses would pair across them, {} held twice stay apart",
-                    scan.others.len(),
-                    owners.owned.len(),
+                    "{} besides this one{unreadable}; {} would pair across them, {} held twice stay apart",
+                    counted(scan.others.len(), "network namespace", "network namespaces"),
+                    counted(owners.owned.len(), "address", "addresses"),
                     owners.shared.len()
                 ),
             )

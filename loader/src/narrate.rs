@@ -29,6 +29,11 @@ pub fn say(args: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{args}");
 }
 
+/// `n` and the noun in its number: "1 map", "7 maps".
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `narrate!("format", args)`: a line of `--explain` output, if enabled.
 #[macro_export]
 macro_rules! narrate {

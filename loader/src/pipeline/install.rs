@@ -151,10 +151,10 @@ pub fn load_programs(plan: &Plan, maps: &[Map], config: &Config) -> Result<Progr
 fn load_program(obj: &Object, fds: &[RawFd], step: &str, spec: &ProgramSpec) -> Result<Program> {
     let insns = reloc::apply(spec, fds)?;
     narrate!(
-        "{step}. relocate and load {} ({} instructions, {} map references patched):",
+        "{step}. relocate and load {} ({} instructions, {} patched):",
         spec.name,
         insns.len(),
-        spec.map_refs.len()
+        narrate::counted(spec.map_refs.len(), "map reference", "map references")
     );
     for r in &spec.map_refs {
         narrate!(
