@@ -85,7 +85,7 @@ fn loopback_transfer(env: &TestEnv, what: &str) -> Transfer {
 /// What the attached pair looks like from the pins and from bpftool: the
 /// two programs, one from each object, and the one map they share.
 fn assert_pair_attached(env: &TestEnv, attached: &str) {
-    for name in ["bpf_sockops_v4", "bpf_tcpip_bypass", "1 maps"] {
+    for name in ["bpf_sockops_v4", "bpf_tcpip_bypass", "; 1 map;"] {
         assert!(attached.contains(name), "{attached}");
     }
     let status = env.status_json();
