@@ -1861,11 +1861,19 @@ fn s13_lost_state_fails_closed() {
     ok(env.attach(&["--stream-bytes", "64K"]));
     let before = env.counters();
     let (t, forgotten) = std::thread::scope(|s| {
+        // A greeting of 1 byte first: the reader redirects into the writer,
+        // so the writer cannot leave the map ("Leaving the map") and keeps
+        // the TCP state the bound gives it, which is what gets deleted.
         let running = s.spawn(|| {
-            one_way(
-                &env,
-                64 * MIB,
-                &["--pause-after", "0", "--pause-ms", "2000"],
+            let reader = ["--bytes", "1", "--pattern", "greeting"];
+            let pause = ["--pause-after", "0", "--pause-ms", "2000"];
+            let size = (64 * MIB).to_string();
+            let writer = ["--bytes", size.as_str(), "--pattern", "greeting"];
+            pair_in(
+                &env.cgroup,
+                &env.cgroup,
+                &[&reader[..], &pause[..]].concat(),
+                &writer,
             )
         });
         // The writer passed the bound long ago and waits for the reader.
