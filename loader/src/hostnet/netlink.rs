@@ -140,7 +140,7 @@ impl Netlink {
             if ty == RTM_NEWNSID {
                 nsid = attrs(body.get(4..).unwrap_or_default())
                     .find(|(t, _)| *t == NETNSA_NSID)
-                    .and_then(|(_, v)| Some(i32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+                    .and_then(|(_, v)| attr_i32(v))
                     .filter(|id| *id >= 0);
             }
         })?;
@@ -204,10 +204,7 @@ impl Netlink {
 
 /// `NLMSG_ERROR` carries a negative errno (0: an acknowledgement).
 fn error_code(payload: &[u8]) -> nix::Result<()> {
-    let code = payload
-        .get(..4)
-        .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()))
-        .unwrap_or(-libc::EPROTO);
+    let code = attr_i32(payload).unwrap_or(-libc::EPROTO);
     match code {
         0 => Ok(()),
         c => Err(Errno::from_raw(-c)),

@@ -96,8 +96,12 @@ fn routable(ip: IpAddr) -> bool {
 }
 
 /// The interface `link` of `ns` is a veth whose peer is an interface of the
-/// host's namespace, and that peer is a port of a bridge there (`bridged`).
-fn host_end<'a>(ns: &Namespace, link: &Link, host: &'a Namespace) -> Option<(&'a Link, bool)> {
+/// host's namespace: that peer, and the bridge it is a port of, if any.
+fn host_end<'a>(
+    ns: &Namespace,
+    link: &Link,
+    host: &'a Namespace,
+) -> Option<(&'a Link, Option<&'a Link>)> {
     if link.kind != "veth" || link.peer_netnsid.is_none() || link.peer_netnsid != ns.host_nsid {
         return None;
     }
@@ -105,11 +109,11 @@ fn host_end<'a>(ns: &Namespace, link: &Link, host: &'a Namespace) -> Option<(&'a
         .links
         .iter()
         .find(|l| Some(l.index) == link.peer_index && l.kind == "veth")?;
-    let bridged = end
+    let bridge = end
         .master
         .and_then(|m| host.links.iter().find(|l| l.index == m))
-        .is_some_and(|m| m.kind == "bridge");
-    Some((end, bridged))
+        .filter(|m| m.kind == "bridge");
+    Some((end, bridge))
 }
 
 /// The connected addresses of one namespace other than the host's, each
@@ -120,21 +124,17 @@ fn connected(ns: &Namespace, host: &Namespace, ranges: &[Cidr]) -> Vec<(IpAddr, 
         let Some(link) = ns.links.iter().find(|l| l.index == addr.index) else {
             continue;
         };
-        let Some((end, bridged)) = host_end(ns, link, host) else {
+        let Some((end, bridge)) = host_end(ns, link, host) else {
             continue;
         };
-        if bridged || ranges.iter().any(|r| r.contains(addr.ip)) {
-            let via = match end
-                .master
-                .and_then(|m| host.links.iter().find(|l| l.index == m))
-            {
-                Some(bridge) if bridged => {
-                    format!("{} via {} on bridge {}", link.name, end.name, bridge.name)
-                }
-                _ => format!("{} via {} (--connected)", link.name, end.name),
-            };
-            out.push((addr.ip, format!("{} {via}", ns.path.display())));
-        }
+        let via = match bridge {
+            Some(bridge) => format!("{} via {} on bridge {}", link.name, end.name, bridge.name),
+            None if ranges.iter().any(|r| r.contains(addr.ip)) => {
+                format!("{} via {} (--connected)", link.name, end.name)
+            }
+            None => continue,
+        };
+        out.push((addr.ip, format!("{} {via}", ns.path.display())));
     }
     out
 }
