@@ -316,6 +316,11 @@ fn seed_style_legacy_object_attaches_and_redirects() {
     assert!(out.contains("bpf_sockops_v4"), "{out}");
     let status = env.status_json();
     assert_eq!(status["attached"], true, "{status:#}");
+    // The object has no backpressure bound: status says nothing about one,
+    // rather than "no backpressure ... (--stream-bytes 0)".
+    assert!(status["stream_bytes"].is_null(), "{status:#}");
+    let text = stdout(&rawload(&["status", "--pin-dir", &env.pin_arg()]));
+    assert!(!text.contains("backpressure"), "{text}");
 
     let t = transfer(&env.cgroup, "127.0.0.1:0", "127.0.0.1", 16 * MIB, &[]);
     assert_intact(&t);

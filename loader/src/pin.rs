@@ -351,16 +351,20 @@ impl PinLock {
 pub struct AttachRecord {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
-    /// `cfg_stream_bytes` as loaded (None: recorded by an older rawload).
+    /// `cfg_stream_bytes` as loaded (None: the object has no such bound, or
+    /// an older rawload recorded it).
     pub stream_bytes: Option<u32>,
 }
 
 /// Layout: magic, cgroup id (u64 LE), then for version 2 `stream_bytes`
-/// (u32 LE) and 4 reserved bytes, then the path, NUL-terminated.
+/// (u32 LE, [`NO_STREAM_BYTES`] for None) and 4 reserved bytes, then the
+/// path, NUL-terminated.
 const RECORD_MAGIC_V1: &[u8; 8] = b"RAWLOAD1";
 const RECORD_MAGIC: &[u8; 8] = b"RAWLOAD2";
 const RECORD_SIZE: usize = 4096;
 const RECORD_PATH: usize = 24;
+/// `stream_bytes` None: above any bound `attach` accepts (MAX_STREAM_BYTES).
+const NO_STREAM_BYTES: u32 = u32::MAX;
 
 impl AttachRecord {
     fn encode(&self) -> Result<Vec<u8>> {
@@ -374,7 +378,8 @@ impl AttachRecord {
         let mut v = vec![0u8; RECORD_SIZE];
         v[..8].copy_from_slice(RECORD_MAGIC);
         v[8..16].copy_from_slice(&self.cgroup_id.to_le_bytes());
-        v[16..20].copy_from_slice(&self.stream_bytes.unwrap_or(0).to_le_bytes());
+        let stream_bytes = self.stream_bytes.unwrap_or(NO_STREAM_BYTES);
+        v[16..20].copy_from_slice(&stream_bytes.to_le_bytes());
         v[RECORD_PATH..RECORD_PATH + path.len()].copy_from_slice(path);
         Ok(v)
     }
@@ -385,7 +390,8 @@ impl AttachRecord {
         }
         let (stream_bytes, path) = match &v[..8] {
             m if m == RECORD_MAGIC => (
-                Some(u32::from_le_bytes(v[16..20].try_into().ok()?)),
+                Some(u32::from_le_bytes(v[16..20].try_into().ok()?))
+                    .filter(|&n| n != NO_STREAM_BYTES),
                 &v[RECORD_PATH..],
             ),
             m if m == RECORD_MAGIC_V1 => (None, &v[16..]),
@@ -447,8 +453,16 @@ mod tests {
             cgroup_id: 4242,
             stream_bytes: Some(1 << 20),
         };
-        assert_eq!(AttachRecord::decode(&r.encode().unwrap()), Some(r));
+        assert_eq!(AttachRecord::decode(&r.encode().unwrap()), Some(r.clone()));
         assert_eq!(AttachRecord::decode(&[0u8; RECORD_SIZE]), None);
+        // No bound (0) and an object without one (None) stay apart.
+        for stream_bytes in [Some(0), None] {
+            let r = AttachRecord {
+                stream_bytes,
+                ..r.clone()
+            };
+            assert_eq!(AttachRecord::decode(&r.encode().unwrap()), Some(r));
+        }
         // A record of an older rawload: no stream policy in it.
         let mut v1 = vec![0u8; RECORD_SIZE];
         v1[..8].copy_from_slice(RECORD_MAGIC_V1);

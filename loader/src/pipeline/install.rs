@@ -12,7 +12,7 @@ use rawload_obj::uapi::{self, ProgType};
 
 use super::check::Plan;
 use super::configure::Config;
-use super::{AttachOptions, CrossNetns, kill_point};
+use super::{AttachOptions, CrossNetns, StreamPolicy, kill_point};
 use crate::attach::MapAttachment;
 use crate::contract::{ADDRS_MAP, CONNS_MAP, OWNERS_MAP, PORTS_MAP};
 use crate::hostnet::{self, Cidr, Synced};
@@ -240,7 +240,10 @@ fn pin_everything(
     let record = AttachRecord {
         cgroup: plan.cgroup.path.clone(),
         cgroup_id: plan.cgroup.id,
-        stream_bytes: Some(config.streams.bytes()),
+        stream_bytes: match config.streams {
+            StreamPolicy::NotInObject => None,
+            streams => Some(streams.bytes()),
+        },
     };
     record.pin(pins)?;
     kill_point("record-pinned");
