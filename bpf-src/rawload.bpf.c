@@ -23,9 +23,10 @@
  *       program on the map, the kernel queues TCP bytes where FIONREAD counts
  *       them (docs/KERNEL-ISSUES.md).
  *
- * Every socket in the map has an entry in `rawload_conns` (struct sock_state)
- * under its own key. Both programs read the peer's entry through the swapped
- * key: that is how the two ends of a connection learn about each other.
+ * Every socket in the map has its state (struct sock_state) in a slot of
+ * `rawload_conns`, an array, found from its own key. Both programs read the
+ * peer's state through the swapped key: that is how the two ends of a
+ * connection learn about each other.
  *
  * Build: clang-14 -O2 -g -target bpf -mcpu=v2 (see the Makefile). -mcpu=v2
  * keeps the instruction set loadable on old 5.x kernels; RAWLOAD_DEBUG
@@ -62,6 +63,9 @@ const volatile __u32 cfg_rmem_counts_redirect = 0;
 /* 1: the sk_skb verdict is attached, so TCP bytes that arrive at a socket in
  * the map wait in its redirect queue too (and would go with it). */
 const volatile __u32 cfg_skb_verdict = 0;
+/* The number of slots in rawload_conns: its max_entries as created (the
+ * object's, or --max-sockets). See "Slots". */
+const volatile __u32 cfg_conn_slots = 0;
 
 /*
  * Fields of the kernel's struct sock (and struct tcp_sock, which starts
@@ -287,10 +291,12 @@ struct {
  * an ACK after it read a TCP byte. sk_msg programs may not delete from a
  * SOCKHASH (since 6.10), sock_ops may.
  *
- * The entry goes when its socket leaves the map or closes
- * (BPF_SOCK_OPS_STATE_CB). A socket in the map without an entry (the map is
- * full, another tool cleared our callback flags) is treated as SOCK_TCP.
+ * The state goes (its slot is freed) when its socket leaves the map or
+ * closes (BPF_SOCK_OPS_STATE_CB). A socket in the map without a state (its
+ * slot was taken from it, another tool cleared our callback flags) is
+ * treated as SOCK_TCP.
  */
+#define SOCK_NONE 0
 #define SOCK_REDIRECT 1
 #define SOCK_TCP 2
 
@@ -310,11 +316,40 @@ struct sock_state {
 	__u64 peer_netns;      /* the netns cookie in its peer's key (Across namespaces) */
 };
 
+/*
+ * Slots. The states live in an array, not a hash map: the verifier turns an
+ * array lookup into a bounds check and an add, where a hash-map lookup is a
+ * call into the kernel that costs sk_msg about 95 ns per message on the
+ * development host (docs/perf/sk-msg-ablation.md), more than everything else
+ * the program does. A socket's state is in one of the two slots of its set,
+ * which a hash of its key picks (set_of), and the slot holds the key, so
+ * that a socket finds its own state and its peer's by key, as in a hash map.
+ *
+ * A socket takes a free slot of its set when it joins (claim_slot): an
+ * atomic add on `claimed`, then a read; of two sockets that add at once at
+ * most one reads 1, and the other takes its add back (compare-and-exchange
+ * needs -mcpu=v3 and 5.12; atomic adds are full barriers on x86-64). With
+ * both slots taken the socket stays on TCP (insert_full). Only the slot's
+ * own socket frees it, under its socket lock, when it leaves the map or
+ * closes (a slot freed twice would break its lock): a server that takes its
+ * client out of the map marks the client's slot `dropped`, and the client
+ * frees it at its next callback. A slot changes hands by losing its state
+ * first and getting its new key before its new state, and readers look at
+ * the state before the key, so a reader never takes another socket's state
+ * for the one it looks for.
+ */
+struct slot {
+	struct sock_key key;   /* whose state this is, while the state is not SOCK_NONE */
+	struct sock_state st;
+	__u32 claimed;         /* 1 while a socket owns the slot */
+	__u32 dropped;         /* its server took this client out of the map: the client frees the slot */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
-	__type(key, struct sock_key);
-	__type(value, struct sock_state);
+	__type(key, __u32);
+	__type(value, struct slot);
 } rawload_conns SEC(".maps");
 
 #ifdef RAWLOAD_DEBUG
@@ -346,13 +381,16 @@ static __always_inline void ip4_to_key(__u32 ip[4], __u32 ip4)
 }
 
 /* The socket's own key, from a bpf_sock_ops or an sk_msg_md: both contexts
- * name the fields alike. Zero when the family is neither IPv4 nor IPv6. */
+ * name the fields alike. Zero when the family is neither IPv4 nor IPv6. The
+ * IPv4 addresses are read with READ_U32 too: clang would otherwise load the
+ * last word of either family through one pointer chosen between two context
+ * fields, which the verifier refuses ("dereference of modified ctx ptr"). */
 #define FILL_KEY(key, ctx)                                                    \
 	({                                                                    \
 		int ok_ = 1;                                                  \
 		if ((ctx)->family == AF_INET) {                               \
-			ip4_to_key((key)->local_ip, (ctx)->local_ip4);        \
-			ip4_to_key((key)->remote_ip, (ctx)->remote_ip4);      \
+			ip4_to_key((key)->local_ip, READ_U32((ctx)->local_ip4)); \
+			ip4_to_key((key)->remote_ip, READ_U32((ctx)->remote_ip4)); \
 		} else if ((ctx)->family == AF_INET6) {                       \
 			(key)->local_ip[0] = (ctx)->local_ip6[0];             \
 			(key)->local_ip[1] = (ctx)->local_ip6[1];             \
@@ -424,6 +462,130 @@ static __always_inline void swap_key(struct sock_key *peer, const struct sock_ke
 	peer->remote_ip[3] = own->local_ip[3];
 	peer->local_port = own->remote_port;
 	peer->remote_port = own->local_port;
+}
+
+/* --- rawload_conns: the sockets' states, in slots ------------------------ */
+
+/* The compiler keeps memory accesses on either side of it in order. */
+#define barrier() asm volatile("" : : : "memory")
+
+static __always_inline __u32 mix(__u32 h, __u32 v)
+{
+	h = (h ^ v) * 0x9e3779b1;
+	return h ^ (h >> 15);
+}
+
+/* The first of the two slots where the state of the socket with this key
+ * can be: a hash of the key, scaled to cfg_conn_slots (a multiply and a
+ * shift, not a division). */
+static __always_inline __u32 set_of(const struct sock_key *k)
+{
+	__u32 h = mix((__u32)k->netns, (__u32)(k->netns >> 32));
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mix(mix(h, k->local_ip[i]), k->remote_ip[i]);
+	h = mix(h, k->local_port << 16 | k->remote_port);
+	return (__u32)(((__u64)h * (cfg_conn_slots / 2)) >> 32) * 2;
+}
+
+static __always_inline int key_eq(const struct sock_key *a, const struct sock_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] &&
+	       x[4] == y[4] && x[5] == y[5];
+}
+
+/* Slot `i` if it holds a state of the socket with this key: the state is read
+ * before the key (Slots). */
+static __always_inline struct slot *slot_at(__u32 i, const struct sock_key *key)
+{
+	struct slot *s = bpf_map_lookup_elem(&rawload_conns, &i);
+
+	if (!s || s->st.state == SOCK_NONE)
+		return 0;
+	barrier();
+	return key_eq(&s->key, key) ? s : 0;
+}
+
+/* The slot holding the state of the socket with this key, if it has one. */
+static __always_inline struct slot *slot_of(const struct sock_key *key)
+{
+	__u32 i = set_of(key);
+	struct slot *s = slot_at(i, key);
+
+	return s ? s : slot_at(i + 1, key);
+}
+
+/* The state of the socket with this key as the programs see it: none when
+ * the socket is not in the map or its server took it out. */
+static __always_inline struct sock_state *state_of(const struct sock_key *key)
+{
+	struct slot *s = slot_of(key);
+
+	return s && !s->dropped ? &s->st : 0;
+}
+
+/* Slot `i` for the socket with this key, if the try-lock gives it (Slots). */
+static __always_inline struct slot *try_claim(__u32 i, const struct sock_key *key)
+{
+	struct slot *s = bpf_map_lookup_elem(&rawload_conns, &i);
+
+	if (!s || s->claimed)
+		return 0;
+	__sync_fetch_and_add(&s->claimed, 1);
+	if (s->claimed != 1) {
+		__sync_fetch_and_add(&s->claimed, -1);
+		return 0;
+	}
+	s->key = *key;
+	return s;
+}
+
+/* A slot for the state of a socket that joins the map: the one still holding
+ * its key (a gone socket of the same key did not free it), else a free one of
+ * its set; none when both are taken. */
+static __always_inline struct slot *claim_slot(const struct sock_key *key)
+{
+	struct slot *s = slot_of(key);
+	__u32 i;
+
+	if (s)
+		return s;
+	i = set_of(key);
+	s = try_claim(i, key);
+	return s ? s : try_claim(i + 1, key);
+}
+
+/* Writes a fresh state into the socket's slot, its `state` last (a slot
+ * taken over from a gone socket may still be marked dropped). */
+static __always_inline void publish(struct slot *s, const struct sock_state *fresh)
+{
+	struct sock_state copy = *fresh;
+
+	copy.state = SOCK_NONE;
+	s->st.state = SOCK_NONE;
+	barrier();
+	s->dropped = 0;
+	s->st = copy;
+	__sync_fetch_and_add(&s->st.state, fresh->state);
+}
+
+/* The socket's state goes, and its slot is free again, all zeros (which is
+ * how `rawload status` counts the slots in use). Only the slot's own socket
+ * calls this (Slots). */
+static __always_inline void free_slot(struct slot *s)
+{
+	struct sock_state empty = {};
+	struct sock_key none = {};
+
+	s->st.state = SOCK_NONE;
+	barrier();
+	s->st = empty;
+	s->key = none;
+	s->dropped = 0;
+	__sync_fetch_and_add(&s->claimed, -1);
 }
 
 /* --- the kernel's struct sock, through BTF -------------------------------- */
@@ -521,20 +683,24 @@ static __always_inline __u32 min_set(__u32 a, __u32 b)
  * rawload asked for (not those other programs had). Callers make sure
  * nobody can redirect into it and its redirect queue is empty. */
 static __always_inline void leave_map(struct bpf_sock_ops *skops, struct sock_key *key,
-				      __u32 cb_flags)
+				      struct slot *own, __u32 cb_flags)
 {
 	bpf_map_delete_elem(&rawload_socks, key);
-	bpf_map_delete_elem(&rawload_conns, key);
+	free_slot(own);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~cb_flags);
 }
 
 /* Takes a client socket back out of the map. Nothing can be lost: only its
- * server could have redirected into it, and the server is not in the map. */
+ * server could have redirected into it, and the server is not in the map.
+ * Its state goes at its next callback (Slots); until then nobody sees it. */
 static __always_inline void drop_client(struct counters *c, struct sock_key *client)
 {
+	struct slot *s = slot_of(client);
+
 	if (bpf_map_delete_elem(&rawload_socks, client) == 0)
 		COUNT(c, peers_removed, 1);
-	bpf_map_delete_elem(&rawload_conns, client);
+	if (s)
+		s->dropped = 1;
 }
 
 /* Whether the peer of this socket can be on this host and, if so, the
@@ -579,6 +745,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 	struct counters *c = stats();
 	struct bpf_sock *sk = skops->sk;
 	struct sock_key peer = {};
+	struct slot *own = 0;
 	__u64 peer_netns;
 	long err;
 
@@ -602,7 +769,7 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 	/* The server side joins only if its client is in the map and has not
 	 * sent through TCP yet; otherwise both stay on TCP, and a client that
 	 * is in the map alone is taken out. */
-	if (passive && !peer_redirects(bpf_map_lookup_elem(&rawload_conns, &peer))) {
+	if (passive && !peer_redirects(state_of(&peer))) {
 		drop_client(c, &peer);
 		COUNT(c, skipped_peer, 1);
 		return 1;
@@ -616,15 +783,18 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 		fresh.cb_flags = wanted & ~skops->bpf_sock_ops_cb_flags;
 		fresh.joined_seq = skops->rcv_nxt;
 		fresh.peer_netns = peer_netns;
-		if (bpf_map_update_elem(&rawload_conns, key, &fresh, BPF_ANY) != 0) {
+		own = claim_slot(key);
+		if (own) {
+			publish(own, &fresh);
+		} else {
 			bpf_map_delete_elem(&rawload_socks, key);
-			err = -12; /* no room for its state: as if the map were full */
+			err = -7; /* both slots of its set are taken: as if the map were full */
 		}
 	}
 	if (err != 0) {
 		if (err == -17) /* EEXIST: another socket holds this key (without the netns cookie: one in another namespace) */
 			COUNT(c, insert_exists, 1);
-		else if (err == -7) /* E2BIG: the map is full */
+		else if (err == -7) /* E2BIG: the map is full, or the socket's slots are taken */
 			COUNT(c, insert_full, 1);
 		else if (err == -16) /* EBUSY: another sockmap user has the socket */
 			COUNT(c, insert_busy, 1);
@@ -643,8 +813,8 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
 	/* The client may have sent through TCP between our check and our
 	 * insert (it saw no state of ours yet): then neither end redirects,
 	 * and nothing can have been redirected into either. */
-	if (passive && !peer_redirects(bpf_map_lookup_elem(&rawload_conns, &peer))) {
-		leave_map(skops, key, fresh.cb_flags);
+	if (passive && !peer_redirects(state_of(&peer))) {
+		leave_map(skops, key, own, fresh.cb_flags);
 		drop_client(c, &peer);
 		COUNT(c, skipped_peer, 1);
 		return 1;
@@ -661,17 +831,24 @@ static __always_inline int on_established(struct bpf_sock_ops *skops, struct soc
  * ("Leaving the map"). */
 static __always_inline int on_transmit(struct bpf_sock_ops *skops, struct sock_key *key)
 {
-	struct sock_state *own = bpf_map_lookup_elem(&rawload_conns, key);
+	struct slot *slot = slot_of(key);
 	struct tcp_sock *tp = kernel_sock(skops->sk);
 	struct counters *c = stats();
-	struct sock_state *peer;
+	struct sock_state *own, *peer;
 	struct sock_key peer_key = {};
 	int quiet, settled, drained, why;
 
-	if (!own) /* not ours (another program asked for these callbacks) */
+	if (!slot) /* not ours (another program asked for these callbacks) */
 		return 1;
+	own = &slot->st;
+	if (slot->dropped) {
+		/* Its server took it out of the map: forget it (Slots). */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~own->cb_flags);
+		free_slot(slot);
+		return 1;
+	}
 	swap_key(&peer_key, key, own->peer_netns);
-	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
+	peer = state_of(&peer_key);
 	report(own, peer, tp);
 
 	/* Nobody can redirect into this socket: its peer is not in the map
@@ -702,7 +879,7 @@ static __always_inline int on_transmit(struct bpf_sock_ops *skops, struct sock_k
 	else
 		COUNT(c, left_unpaired, 1);
 	trace("leave %d->%d\n", key->local_port, key->remote_port);
-	leave_map(skops, key, own->cb_flags);
+	leave_map(skops, key, slot, own->cb_flags);
 	return 1;
 }
 
@@ -725,7 +902,10 @@ int rawload_sockops(struct bpf_sock_ops *skops)
 	if (!FILL_KEY(&key, skops))
 		return 1;
 	if (op == BPF_SOCK_OPS_STATE_CB) {
-		bpf_map_delete_elem(&rawload_conns, &key);
+		struct slot *s = slot_of(&key);
+
+		if (s)
+			free_slot(s);
 		return 1;
 	}
 	if (op == BPF_SOCK_OPS_HDR_OPT_LEN_CB)
@@ -757,13 +937,13 @@ int rawload_sk_msg(struct sk_msg_md *msg)
 
 	if (!FILL_KEY(&own_key, msg))
 		return SK_PASS;
-	own = bpf_map_lookup_elem(&rawload_conns, &own_key);
+	own = state_of(&own_key);
 	if (!own) {
 		COUNT(c, state_missing, 1);
 		return SK_PASS;
 	}
 	swap_key(&peer_key, &own_key, own->peer_netns);
-	peer = bpf_map_lookup_elem(&rawload_conns, &peer_key);
+	peer = state_of(&peer_key);
 	tp = kernel_sock(msg->sk);
 	/* Whichever path these bytes take, tell the peer what waits here. */
 	report(own, peer, tp);

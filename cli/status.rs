@@ -19,7 +19,7 @@ use rawload_loader::pin::{AttachRecord, PinDir, SOCK_OPS_PIN, SOCKET_MAP_PROGRAM
 use rawload_loader::sys;
 use rawload_obj::uapi::{AttachType, MapType, ProgType};
 
-use rawload_loader::contract::{COUNTER_NAMES, STATS_MAP};
+use rawload_loader::contract::{CONNS_MAP, COUNTER_NAMES, STATS_MAP};
 
 #[derive(Debug, Clone)]
 pub struct ProgStatus {
@@ -64,6 +64,24 @@ pub struct Status {
     pub counters: Vec<(String, u64)>,
     /// Other rawload programs still loaded on this host.
     pub others: Vec<(u32, String)>,
+}
+
+/// How many entries a map holds; for `rawload_conns`, an array of slots,
+/// how many slots are in use (the programs leave a free slot all zeros).
+fn entries(map: &Map) -> Result<usize> {
+    if map.meta().name != CONNS_MAP {
+        return Ok(map.keys()?.len());
+    }
+    let mut used = 0;
+    for i in 0..map.meta().max_entries {
+        if map
+            .lookup(&i.to_ne_bytes())?
+            .is_some_and(|v| v.iter().any(|&b| b != 0))
+        {
+            used += 1;
+        }
+    }
+    Ok(used)
 }
 
 impl Status {
@@ -203,7 +221,7 @@ fn read_maps(dir: &PinDir) -> Result<PinnedMaps> {
             key_size: m.key_size,
             value_size: m.value_size,
             max_entries: m.max_entries,
-            entries: map.keys()?.len(),
+            entries: entries(&map)?,
         });
         if m.name == STATS_MAP && m.value_size as usize == COUNTER_NAMES.len() * 8 {
             counters = sum_counters(&map)?;

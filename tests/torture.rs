@@ -1828,32 +1828,30 @@ fn nft(ns: &Netns, rules: &str) {
     assert!(child.wait().unwrap().success(), "nft refused: {rules}");
 }
 
-/// Deletes every `rawload_conns` entry whose socket sends through TCP:
-/// what an evicting map (the LRU_HASH rawload used before) could do to live
+/// Clears every `rawload_conns` slot whose socket sends through TCP: what
+/// an evicting map (the LRU_HASH rawload used before) could do to live
 /// sockets. Returns how many went.
 fn forget_tcp_sockets(env: &TestEnv) -> usize {
     let path = env.pin_dir.join("map_rawload_conns");
     let c = std::ffi::CString::new(path.display().to_string()).unwrap();
-    let fd = rawload_loader::sys::obj_get(&c).unwrap();
-    let keys = rawload_loader::maps::Map::from_fd(fd.try_clone().unwrap())
-        .unwrap()
-        .keys()
-        .unwrap();
-    let map = rawload_loader::sys::MapFd::from_fd(fd).unwrap();
-    let mut value = vec![0u8; map.value_buf_len()];
+    let map =
+        rawload_loader::maps::Map::from_fd(rawload_loader::sys::obj_get(&c).unwrap()).unwrap();
     let mut forgotten = 0;
-    for key in keys {
-        let found = map.lookup(&key, &mut value).unwrap();
-        // struct sock_state starts with its state; 2 is SOCK_TCP.
-        if found && u32::from_ne_bytes(value[..4].try_into().unwrap()) == 2 {
-            forgotten += usize::from(map.delete(&key).unwrap());
+    for i in 0..map.meta().max_entries {
+        let key = i.to_ne_bytes();
+        let value = map.lookup(&key).unwrap().unwrap();
+        // struct slot: the 48-byte key, then struct sock_state, which starts
+        // with its state; 2 is SOCK_TCP.
+        if u32::from_ne_bytes(value[48..52].try_into().unwrap()) == 2 {
+            map.update(&key, &vec![0u8; value.len()]).unwrap();
+            forgotten += 1;
         }
     }
     forgotten
 }
 
-/// Scenario 13: a socket whose state entry is lost (review finding 1: an
-/// LRU map evicts live entries) fails closed: it keeps sending through TCP
+/// Scenario 13: a socket whose state is lost (review finding 1: an LRU
+/// map evicted live entries) fails closed: it keeps sending through TCP
 /// and never redirects again, so nothing is reordered.
 #[test]
 fn s13_lost_state_fails_closed() {

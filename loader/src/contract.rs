@@ -22,7 +22,7 @@ pub const ADDRS_MAP: &str = "rawload_addrs";
 pub const OWNERS_MAP: &str = "rawload_owners";
 /// The `--ports` / `--exclude-ports` bitmaps.
 pub const PORTS_MAP: &str = "rawload_ports";
-/// Each socket's state; sized like the socket map.
+/// Each socket's state, in the slots of an array; sized like the socket map.
 pub const CONNS_MAP: &str = "rawload_conns";
 /// The per-CPU counters, in [`COUNTER_NAMES`] order.
 pub const STATS_MAP: &str = "rawload_stats";
@@ -37,8 +37,10 @@ pub mod global {
     pub const RMEM_COUNTS_REDIRECT: &str = "cfg_rmem_counts_redirect";
     pub const SKB_VERDICT: &str = "cfg_skb_verdict";
     pub const CROSS_NETNS: &str = "cfg_cross_netns";
+    /// How many slots `rawload_conns` has.
+    pub const CONN_SLOTS: &str = "cfg_conn_slots";
     /// Every one, for [`super::check`].
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         NETNS_COOKIE,
         PORT_ALLOW,
         PORT_DENY,
@@ -47,6 +49,7 @@ pub mod global {
         RMEM_COUNTS_REDIRECT,
         SKB_VERDICT,
         CROSS_NETNS,
+        CONN_SLOTS,
     ];
 }
 

@@ -14,7 +14,7 @@ use super::{
     StreamPolicy,
 };
 use crate::attach::Cgroup;
-use crate::contract::global;
+use crate::contract::{CONNS_MAP, global};
 use crate::narrate;
 use crate::policy::PortPolicy;
 use crate::probe::{self, Memlock};
@@ -55,6 +55,7 @@ pub fn configure(
     if ports.deny.is_some() {
         obj.set_global(global::PORT_DENY, &1u32.to_ne_bytes())?;
     }
+    conn_slots(obj, opts)?;
     Ok(Config {
         memlock,
         netns_keys,
@@ -206,6 +207,18 @@ fn fill_kfields(obj: &mut Object, names: &[String]) -> Result<()> {
         );
         obj.set_global(name, &field.to_bytes())?;
     }
+    Ok(())
+}
+
+/// Tells the programs how many slots `rawload_conns` will have
+/// (`cfg_conn_slots`): they pick a socket's slots from a hash of its key
+/// scaled to that number, and the map is sized like the socket map.
+fn conn_slots(obj: &mut Object, opts: &AttachOptions) -> Result<()> {
+    let (Some(i), Some(_)) = (obj.map_index(CONNS_MAP), obj.global(global::CONN_SLOTS)) else {
+        return Ok(());
+    };
+    let slots = opts.max_sockets.unwrap_or(obj.maps[i].max_entries);
+    obj.set_global(global::CONN_SLOTS, &slots.to_ne_bytes())?;
     Ok(())
 }
 
