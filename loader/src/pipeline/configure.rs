@@ -210,15 +210,19 @@ fn fill_kfields(obj: &mut Object, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Tells the programs how many slots `rawload_conns` will have
+/// Sizes `rawload_conns` like the socket map (`--max-sockets`: one state
+/// per socket) and tells the programs how many slots it has
 /// (`cfg_conn_slots`): they pick a socket's slots from a hash of its key
-/// scaled to that number, and the map is sized like the socket map.
+/// scaled to that number, so both come from this one place.
 fn conn_slots(obj: &mut Object, opts: &AttachOptions) -> Result<()> {
-    let (Some(i), Some(_)) = (obj.map_index(CONNS_MAP), obj.global(global::CONN_SLOTS)) else {
+    let Some(i) = obj.map_index(CONNS_MAP) else {
         return Ok(());
     };
     let slots = opts.max_sockets.unwrap_or(obj.maps[i].max_entries);
-    obj.set_global(global::CONN_SLOTS, &slots.to_ne_bytes())?;
+    obj.maps[i].max_entries = slots;
+    if obj.global(global::CONN_SLOTS).is_some() {
+        obj.set_global(global::CONN_SLOTS, &slots.to_ne_bytes())?;
+    }
     Ok(())
 }
 

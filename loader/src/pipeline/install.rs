@@ -14,7 +14,7 @@ use super::check::Plan;
 use super::configure::Config;
 use super::{AttachOptions, CrossNetns, StreamPolicy, kill_point};
 use crate::attach::MapAttachment;
-use crate::contract::{ADDRS_MAP, CONNS_MAP, OWNERS_MAP, PORTS_MAP};
+use crate::contract::{ADDRS_MAP, OWNERS_MAP, PORTS_MAP};
 use crate::hostnet::{self, Cidr, Synced};
 use crate::maps::Map;
 use crate::narrate;
@@ -37,8 +37,8 @@ pub fn create_maps(
     narrate!("6. create the maps (global data gets its initial bytes; .rodata is frozen)");
     let mut maps = Vec::with_capacity(plan.obj.maps.len());
     for (i, spec) in plan.obj.maps.iter().enumerate() {
-        // The socket states are sized like the socket map, one per socket.
-        let sized = i == plan.socket_map || spec.name == CONNS_MAP;
+        // rawload_conns was sized with it in configure (conn_slots).
+        let sized = i == plan.socket_map;
         let map = Map::create(spec, opts.max_sockets.filter(|_| sized))?;
         narrate!("   map {} -> fd {}", spec.name, map.raw_fd());
         maps.push(map);
